@@ -1,0 +1,3 @@
+"""Kubevisor: hardware-virtualized workloads on Kubernetes."""
+
+__version__ = "0.1.0"
