@@ -44,6 +44,9 @@ class LaunchEnv:
     qemu_binary: str = "qemu-system-x86_64"
     ovmf_code: Path = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
     ovmf_vars: Path | None = None  # per-VMI writable copy of OVMF_VARS when EFI is used
+    kernel: Path | None = None  # firmware.kernelBoot: kernel/initrd resolved to host files
+    initrd: Path | None = None
+    start_paused: bool = True  # -S: the owner attaches QMP and console, then `cont`
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -53,6 +56,10 @@ class LaunchEnv:
     @property
     def serial_socket(self) -> Path:
         return self.run_dir / "serial0.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.run_dir / "serial0.log"
 
     @property
     def vnc_socket(self) -> Path:
