@@ -82,6 +82,11 @@ def firmware_uuid(name: str) -> str:
     return str(uuid.uuid5(FIRMWARE_UUID_NAMESPACE, name))
 
 
+def firmware_serial(name: str) -> str:
+    """A stable SMBIOS serial for a VM name (KubeVirt sets a random one once, on VM creation)."""
+    return str(uuid.uuid5(FIRMWARE_UUID_NAMESPACE, f"serial/{name}"))
+
+
 def default_vmi(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A defaulted deep copy of a VMI manifest; the input is not modified."""
     vmi: dict[str, Any] = copy.deepcopy(dict(obj))
@@ -121,8 +126,13 @@ def default_vmi_spec(spec: dict[str, Any], *, name: str) -> None:
     _default_cpu(domain, resources)
 
     firmware = _dict_at(domain, "firmware")
-    if not firmware.get("uuid") and name:
-        firmware["uuid"] = firmware_uuid(name)
+    if name:
+        # KubeVirt gives a VM a firmware UUID (legacy: uuid5 of the name) and a serial; deriving
+        # both from the name keeps them stable across restarts without storing anything.
+        firmware.setdefault("uuid", firmware_uuid(name))
+        firmware.setdefault("serial", firmware_serial(name))
+    if not firmware:
+        domain.pop("firmware")
 
     devices = _dict_at(domain, "devices")
     devices.setdefault("autoattachSerialConsole", True)

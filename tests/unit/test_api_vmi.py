@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kubevisor.api.errors import ValidationError
-from kubevisor.api.vmi import default_vmi, firmware_uuid, validate_vmi
+from kubevisor.api.vmi import default_vmi, firmware_serial, firmware_uuid, validate_vmi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "api"
 VALID = sorted((FIXTURES / "valid").glob("vmi-*.yaml"))
@@ -114,6 +114,7 @@ def test_defaults():
     assert domain["devices"]["autoattachSerialConsole"] is True
     assert spec["terminationGracePeriodSeconds"] == 10  # kept when given
     assert domain["firmware"]["uuid"] == firmware_uuid("legacy")
+    assert domain["firmware"]["serial"] == firmware_serial("legacy") != domain["firmware"]["uuid"]
     assert spec["volumes"][0]["containerDisk"]["imagePullPolicy"] == "Always"
 
 
