@@ -308,16 +308,107 @@ VM_SPEC = _obj(
 )
 
 
-def _top(spec: Schema, *, status: bool = True) -> Schema:
+LABEL_SELECTOR = _obj(
+    {
+        "matchLabels": _map(STRING),
+        "matchExpressions": _list(
+            _obj({"key": STRING, "operator": STRING, "values": _list(STRING)}, required=("key", "operator"))
+        ),
+    }
+)
+
+VMIRS_SPEC = _obj(
+    {"replicas": INT, "selector": LABEL_SELECTOR, "template": TEMPLATE, "paused": BOOL},
+    required=("selector", "template"),
+)
+
+# A preset's domain is a partial DomainSpec merged into matching VMIs: nothing in it is required.
+PRESET_SPEC = _obj(
+    {"selector": LABEL_SELECTOR, "domain": _open("Partial DomainSpec applied to matching VMIs.")}
+)
+
+MIGRATION_SPEC = _obj(
+    {
+        "vmiName": STRING,
+        "addedNodeSelector": _map(STRING),
+        "priority": STRING,
+        "receive": _open(),
+        "sendTo": _open(),
+    }
+)
+
+INSTANCETYPE_SPEC = _obj(
+    {
+        "cpu": _obj(
+            {
+                "guest": INT,
+                "model": STRING,
+                "dedicatedCPUPlacement": BOOL,
+                "isolateEmulatorThread": BOOL,
+                "maxSockets": INT,
+                "numa": _open(),
+                "realtime": _open(),
+            },
+            required=("guest",),
+        ),
+        "memory": _obj(
+            {
+                "guest": QUANTITY,
+                "hugepages": _obj({"pageSize": STRING}),
+                "maxGuest": QUANTITY,
+                "overcommitPercent": INT,
+            },
+            required=("guest",),
+        ),
+        "annotations": _map(STRING),
+        "nodeSelector": _map(STRING),
+        "schedulerName": STRING,
+        "gpus": ANY_LIST,
+        "hostDevices": ANY_LIST,
+        "ioThreads": _open(),
+        "ioThreadsPolicy": STRING,
+        "launchSecurity": _open(),
+    },
+    required=("cpu", "memory"),
+)
+
+PREFERENCE_SPEC = _obj(
+    {
+        "cpu": _open(),
+        "devices": _open(),
+        "features": _open(),
+        "firmware": _open(),
+        "machine": _obj({"preferredMachineType": STRING}),
+        "clock": _open(),
+        "volumes": _open(),
+        "requirements": _open(),
+        "annotations": _map(STRING),
+        "preferSpreadSocketToCoreRatio": INT,
+        "preferredArchitecture": STRING,
+        "preferredLaunchSecurity": _open(),
+        "preferredSubdomain": STRING,
+        "preferredTerminationGracePeriodSeconds": INT,
+    }
+)
+
+
+def _top(spec: Schema, *, status: bool = True, spec_required: bool = True) -> Schema:
     props: dict[str, Schema] = {"apiVersion": STRING, "kind": STRING, "metadata": OBJECT_META, "spec": spec}
     if status:
         props["status"] = _open()
-    return _obj(props, required=("spec",))
+    return _obj(props, required=("spec",) if spec_required else ())
 
 
 SCHEMAS: dict[str, Schema] = {
     "VirtualMachineInstance": _top(VMI_SPEC),
     "VirtualMachine": _top(VM_SPEC),
+    "VirtualMachineInstanceReplicaSet": _top(VMIRS_SPEC),
+    "VirtualMachineInstancePreset": _top(PRESET_SPEC, status=False),
+    "VirtualMachineInstanceMigration": _top(MIGRATION_SPEC),
+    "VirtualMachineInstancetype": _top(INSTANCETYPE_SPEC, status=False),
+    "VirtualMachineClusterInstancetype": _top(INSTANCETYPE_SPEC, status=False),
+    "VirtualMachinePreference": _top(PREFERENCE_SPEC, status=False),
+    "VirtualMachineClusterPreference": _top(PREFERENCE_SPEC, status=False),
 }
 
 
@@ -377,4 +468,7 @@ def to_crd_schema(schema: Schema) -> Schema:
                 strip(value)
 
     strip(out)
+    if "metadata" in out.get("properties", {}):
+        # CRDs may only say that metadata is an object; the apiserver validates ObjectMeta itself.
+        out["properties"]["metadata"] = {"type": "object"}
     return out
