@@ -112,7 +112,8 @@ def _core_versions() -> tuple[Version, ...]:
         Version(
             "v1alpha3",
             deprecated=True,
-            deprecation_warning="kubevirt.io/v1alpha3 is now deprecated and will be removed in a future release.",
+            deprecation_warning="kubevirt.io/v1alpha3 is now deprecated and will be removed "
+            "in a future release.",
         ),
     )
 
