@@ -9,8 +9,10 @@ and review the diff by hand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,7 @@ def fixture_names() -> list[str]:
     return sorted(p.stem for p in FIXTURES.glob("*.yaml"))
 
 
-def fixture_env(vmi: dict[str, Any], run_dir: Path, images: Path) -> LaunchEnv:
+def fixture_env(vmi: dict[str, Any], run_dir: Path, images: Path, ssh_port: int = 2222) -> LaunchEnv:
     """The LaunchEnv storage and the launcher would produce, with paths under the given roots."""
     meta = vmi["metadata"]
     accel = meta.get("annotations", {}).get("test.kubevisor.io/accel", "tcg")
@@ -57,7 +59,7 @@ def fixture_env(vmi: dict[str, Any], run_dir: Path, images: Path) -> LaunchEnv:
         accel=accel,
         run_dir=run_dir,
         volumes=volumes,
-        port_forwards=(PortForward("tcp", "127.0.0.1", 2222, 22),),
+        port_forwards=(PortForward("tcp", "127.0.0.1", ssh_port, 22),),
         ovmf_code=ovmf_code_for(efi) if efi is not None else LaunchEnv.ovmf_code,
         ovmf_vars=run_dir / "OVMF_VARS.fd" if efi is not None else None,
         kernel=images / "kernel" if kernel_boot else None,
@@ -158,6 +160,13 @@ def _materialize(env: LaunchEnv, vmi: dict[str, Any]) -> None:
         shutil.copyfile(ovmf_vars_template_for(efi), env.ovmf_vars)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def _guest_kernel() -> Path | None:
     found = sorted(Path("/var/cache/kubevisor/assets").glob("kernel-*/bzImage"))
     return found[-1] if found else None
@@ -183,7 +192,8 @@ async def _start_and_quit(argv: list[str], qmp_socket: Path) -> str:
         status = await qmp.execute("query-status")
         assert isinstance(status, dict) and status["status"] == "prelaunch"
         await qmp.execute("quit")
-        await qmp.disconnect()
+        with contextlib.suppress(EOFError):  # QEMU hangs up right after answering `quit`
+            await qmp.disconnect()
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         return ""
     finally:
@@ -195,7 +205,7 @@ async def _start_and_quit(argv: list[str], qmp_socket: Path) -> str:
 @pytest.mark.parametrize("name", fixture_names())
 async def test_qemu_accepts_fixture_argv(name: str, tmp_path: Path) -> None:
     vmi = load_vmi(name)
-    env = fixture_env(vmi, tmp_path / "run", tmp_path / "images")
+    env = fixture_env(vmi, tmp_path / "run", tmp_path / "images", ssh_port=_free_port())
     if env.accel == "kvm":
         env = LaunchEnv(**{**env.__dict__, "accel": "tcg"})
         vmi["spec"]["domain"]["cpu"]["model"] = "host-model"  # the rest of the argv is the same
