@@ -1,0 +1,85 @@
+"""`kubevisor apiserver --data-dir DIR [--listen 127.0.0.1:6443]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubevisor.apiserver.app import EmbeddedAPIServer
+from kubevisor.apiserver.podlogs import PodLogDirectory
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--listen: expected HOST:PORT, got {text!r}")
+    try:
+        number = int(port)
+    except ValueError as exc:
+        raise ValueError(f"--listen: port must be a number, got {port!r}") from exc
+    if not 0 <= number <= 65535:
+        raise ValueError(f"--listen: port out of range: {number}")
+    return host.strip("[]"), number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubevisor apiserver", description="Run the embedded Kubernetes-compatible API server."
+    )
+    parser.add_argument("--data-dir", required=True, type=Path, help="database, PKI, tokens and kubeconfig")
+    parser.add_argument("--listen", default="127.0.0.1:6443", help="HOST:PORT to serve HTTPS on")
+    parser.add_argument(
+        "--pod-log-dir",
+        type=Path,
+        default=None,
+        help="serve pods/log from container log files in kubelet's layout under this directory",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+async def serve(data_dir: Path, host: str, port: int, pod_log_dir: Path | None = None) -> None:
+    server = EmbeddedAPIServer(data_dir)
+    if pod_log_dir is not None:
+        server.extensions.set_log_source(PodLogDirectory(pod_log_dir))
+    await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"kubevisor apiserver: serving on https://{host}:{server.port}; kubeconfig: {server.kubeconfig_path}",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"kubevisor apiserver: {exc}", file=sys.stderr)
+        return 2
+    data_dir: Path = args.data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        print(f"kubevisor apiserver: --data-dir: {data_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(data_dir, host, port, args.pod_log_dir))
+    except OSError as exc:
+        print(f"kubevisor apiserver: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
