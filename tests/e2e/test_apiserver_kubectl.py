@@ -276,7 +276,7 @@ def test_kubectl_crd_workflow(version: str, server: RunningServer, crd: None, tm
         "-p",
         '[{"op":"remove","path":"/metadata/finalizers"}]',
     )
-    out, err = waiter.communicate(timeout=60)
+    _out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, err
     assert _names(k, ns) == {"dep-orphan"}
     # explain and api-resources come from OpenAPI v3 and discovery
@@ -307,7 +307,10 @@ def test_kubectl_builtin_kinds(version: str, server: RunningServer, tmp_path: Pa
     k = kubectl_for(version, server, tmp_path)
     ns = "b" + version.replace(".", "-")
     k.run("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
-    cm = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: {ns}}}\ndata: {{a: '1', b: '2'}}\n"
+    cm = (
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: {ns}}}\n"
+        "data: {a: '1', b: '2'}\n"
+    )
     k.run("apply", "-f", "-", stdin=cm)
     k.run("apply", "-f", "-", stdin=cm.replace("a: '1', ", ""))  # strategic merge patch removes a
     assert k.json("get", "cm", "cfg", "-n", ns)["data"] == {"b": "2"}
