@@ -75,11 +75,13 @@ class Container:
 
 
 class Agent:
-    def __init__(self, fd_in: int, fd_out: int, run_dir: Path, crun: str = "crun") -> None:
+    def __init__(self, fd_in: int, fd_out: int, run_dir: Path, crun: str = "crun",
+                 crun_args: tuple[str, ...] = ()) -> None:
         self.fd_in = fd_in
         self.fd_out = fd_out
         self.run_dir = run_dir
         self.crun = crun
+        self.crun_args = crun_args
         self.crun_root = run_dir / "crun"
         self.reaper = Reaper()
         self.write_lock = threading.Lock()
@@ -126,7 +128,12 @@ class Agent:
 
     def dispatch(self, frame: p.Frame) -> None:
         if frame.type == p.REQUEST:
-            threading.Thread(target=self.handle, args=(frame,), daemon=True).start()
+            # attach never blocks and must be registered before the stream's stdin DATA frames
+            # (read right after it) arrive, so it runs inline; everything else gets a thread.
+            if b'"op":"attach"' in frame.payload:
+                self.handle(frame)
+            else:
+                threading.Thread(target=self.handle, args=(frame,), daemon=True).start()
         elif frame.type == p.DATA:
             self.stdin_data(frame)
         elif frame.type == p.CANCEL:
@@ -173,7 +180,7 @@ class Agent:
         return proc
 
     def crun_cmd(self, *args: str) -> list[str]:
-        return [self.crun, "--root", str(self.crun_root), *args]
+        return [self.crun, "--root", str(self.crun_root), *self.crun_args, *args]
 
     def crun_run(self, *args: str) -> str:
         status, out = run(self.reaper, self.crun_cmd(*args))
@@ -609,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", help="serve one client on this unix socket (host-side testing)")
     parser.add_argument("--run-dir", default="/run/kv")
     parser.add_argument("--crun", default="crun")
+    parser.add_argument("--crun-arg", action="append", default=[],
+                        help="extra global crun flag (host tests: --cgroup-manager=disabled)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     run_dir = Path(args.run_dir)
@@ -623,9 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         listener.listen(1)
         conn, _ = listener.accept()
         fd = conn.detach()
-        Agent(fd, fd, run_dir, args.crun).serve()
+        Agent(fd, fd, run_dir, args.crun, tuple(args.crun_arg)).serve()
         return 0
     port = find_port()
     fd = os.open(port, os.O_RDWR | os.O_CLOEXEC)
-    Agent(fd, fd, run_dir, args.crun).serve()
+    Agent(fd, fd, run_dir, args.crun, tuple(args.crun_arg)).serve()
     return 0
