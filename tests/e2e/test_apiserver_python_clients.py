@@ -1,0 +1,235 @@
+"""The embedded apiserver used by the official Python client (CRUD, watch, informer) and kopf."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apiserver_fixture import RunningServer, running_server
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.informer import SharedInformer
+
+pytestmark = pytest.mark.e2e
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with running_server(tmp_path_factory.mktemp("apiserver-py") / "data") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def api(server: RunningServer) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(server.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def gadgets(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    ext.create_custom_resource_definition(CRD)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        crd = ext.read_custom_resource_definition("gadgets.example.com")
+        if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+            return
+        time.sleep(0.1)
+    raise AssertionError("CRD not established")
+
+
+def test_configmap_crud_and_conflict(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    cm = core.create_namespaced_config_map("default", {"metadata": {"name": "py-cm"}, "data": {"a": "1"}})
+    assert cm.metadata.uid and cm.metadata.resource_version
+    got = core.read_namespaced_config_map("py-cm", "default")
+    got.data["b"] = "2"
+    updated = core.replace_namespaced_config_map("py-cm", "default", got)
+    assert int(updated.metadata.resource_version) > int(cm.metadata.resource_version)
+    stale = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="py-cm", resource_version=cm.metadata.resource_version),
+        data={"c": "3"},
+    )
+    with pytest.raises(ApiException) as err:
+        core.replace_namespaced_config_map("py-cm", "default", stale)
+    assert err.value.status == 409
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "py-cm"}})
+    assert err.value.status == 409
+    core.patch_namespaced_config_map("py-cm", "default", {"data": {"a": None}})
+    assert core.read_namespaced_config_map("py-cm", "default").data == {"b": "2"}
+    names = [c.metadata.name for c in core.list_namespaced_config_map("default").items]
+    assert "py-cm" in names
+    core.delete_namespaced_config_map("py-cm", "default")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_config_map("py-cm", "default")
+    assert err.value.status == 404
+
+
+def test_custom_objects_status_and_watch(api: client.ApiClient, gadgets: None) -> None:
+    co = client.CustomObjectsApi(api)
+    args = ("example.com", "v1", "default", "gadgets")
+    listed = co.list_namespaced_custom_object(*args)
+    rv = listed["metadata"]["resourceVersion"]
+    seen: list[tuple[str, str, Any]] = []
+
+    def consume() -> None:
+        w = watch.Watch()
+        for event in w.stream(
+            co.list_namespaced_custom_object,
+            *args,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=20,
+        ):
+            obj = event["object"]
+            seen.append((event["type"], obj["metadata"].get("name", ""), obj.get("status")))
+            if event["type"] == "DELETED":
+                w.stop()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    time.sleep(0.5)
+    co.create_namespaced_custom_object(
+        *args,
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Gadget",
+            "metadata": {"name": "g1"},
+            "spec": {"x": 1},
+            "status": {"ignored": True},
+        },
+    )
+    co.patch_namespaced_custom_object_status(*args, "g1", {"status": {"phase": "Ready"}})
+    co.patch_namespaced_custom_object(*args, "g1", {"spec": {"x": 2}})
+    got = co.get_namespaced_custom_object(*args, "g1")
+    assert got["spec"] == {"x": 2} and got["status"] == {"phase": "Ready"}
+    assert got["metadata"]["generation"] == 2  # status changes do not bump generation
+    co.delete_namespaced_custom_object(*args, "g1")
+    thread.join(timeout=30)
+    assert [(t, n) for t, n, _ in seen] == [
+        ("ADDED", "g1"),
+        ("MODIFIED", "g1"),
+        ("MODIFIED", "g1"),
+        ("DELETED", "g1"),
+    ]
+    assert seen[0][2] is None  # status is dropped on create when /status is a subresource
+
+
+def test_informer_tracks_state(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "informer"}})
+    informer = SharedInformer(core.list_namespaced_config_map, namespace="informer")
+    events: list[str] = []
+    for kind in ("ADDED", "MODIFIED", "DELETED"):
+        informer.add_event_handler(kind, lambda obj, kind=kind: events.append(f"{kind}:{obj.metadata.name}"))
+    core.create_namespaced_config_map("informer", {"metadata": {"name": "before"}})
+    informer.start()
+    try:
+        for i in range(5):
+            core.create_namespaced_config_map(
+                "informer", {"metadata": {"name": f"cm{i}"}, "data": {"i": str(i)}}
+            )
+        core.patch_namespaced_config_map("cm1", "informer", {"data": {"i": "x"}})
+        core.delete_namespaced_config_map("cm2", "informer")
+        core.delete_namespaced_config_map("before", "informer")
+        want = {c.metadata.name: c.data for c in core.list_namespaced_config_map("informer").items}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            have = {c.metadata.name: c.data for c in informer.cache.list()}
+            if have == want:
+                break
+            time.sleep(0.1)
+        assert have == want
+        assert "ADDED:before" in events and "DELETED:cm2" in events and "MODIFIED:cm1" in events
+    finally:
+        # stop() joins the watch thread, which returns when its stream next yields; don't wait on it
+        threading.Thread(target=informer.stop, daemon=True).start()
+
+
+KOPF_OPERATOR = """
+import kopf
+
+@kopf.on.create("example.com", "v1", "gadgets")
+def created(spec, patch, **_):
+    patch.status["handled"] = spec.get("x", 0) * 10
+    return {"seen": True}
+"""
+
+
+def test_kopf_standalone_handles_custom_resource(
+    api: client.ApiClient, gadgets: None, server: RunningServer, tmp_path: Path
+) -> None:
+    co = client.CustomObjectsApi(api)
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "kopf"}})
+    script = tmp_path / "operator.py"
+    script.write_text(KOPF_OPERATOR)
+    env = dict(os.environ, KUBECONFIG=str(server.kubeconfig))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", "kopf", str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        co.create_namespaced_custom_object(
+            "example.com",
+            "v1",
+            "kopf",
+            "gadgets",
+            {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "k1"}, "spec": {"x": 4}},
+        )
+        deadline = time.monotonic() + 60
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = (
+                co.get_namespaced_custom_object("example.com", "v1", "kopf", "gadgets", "k1").get("status")
+                or {}
+            )
+            if status.get("handled") == 40:
+                break
+            time.sleep(0.3)
+        assert status.get("handled") == 40, status
+        assert status.get("created") == {"seen": True}
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert b"Traceback" not in out or b"CancelledError" in out, out.decode()[-3000:]
