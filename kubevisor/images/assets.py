@@ -84,7 +84,11 @@ def register(
 
 
 # Importing these modules registers their assets (in build order).
-BUILTIN_MODULES: tuple[str, ...] = ("kubevisor.images.kernel", "kubevisor.images.boot_initramfs")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "kubevisor.images.kernel",
+    "kubevisor.images.boot_initramfs",
+    "kubevisor.images.legacy_disk",
+)
 
 
 def _load_builtin() -> None:

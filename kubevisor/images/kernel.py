@@ -90,8 +90,16 @@ def _build(out: Path, log: assets.Log) -> None:
     log("decompressing vmlinux")
     has_vmlinux = extract_vmlinux(out / "bzImage", out / "vmlinux")
     (out / "kernel.json").write_text(
-        json.dumps({"version": version, "package": pkg.package, "package_version": pkg.version,
-                    "vmlinux": has_vmlinux}, indent=2) + "\n"
+        json.dumps(
+            {
+                "version": version,
+                "package": pkg.package,
+                "package_version": pkg.version,
+                "vmlinux": has_vmlinux,
+            },
+            indent=2,
+        )
+        + "\n"
     )
 
 
