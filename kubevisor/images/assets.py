@@ -88,6 +88,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubevisor.images.kernel",
     "kubevisor.images.boot_initramfs",
     "kubevisor.images.legacy_disk",
+    "kubevisor.images.containerdisk",
 )
 
 

@@ -12,10 +12,18 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from kubevisor.images import assets
+from kubevisor.images.store import StoreError
 
-# Run after `assets build` has built everything: steps that publish assets elsewhere
-# (e.g. importing the legacy containerDisk into the image store). Each returns a line to print.
-POST_BUILD: list[Callable[[], str]] = []
+
+def _import_legacy_image() -> str:
+    from kubevisor.images.containerdisk import ensure_legacy_image
+
+    record = ensure_legacy_image()
+    return f"image store: {record.ref} {record.digest[:19]}"
+
+
+# Run after a full `assets build`: steps that publish assets elsewhere. Each returns a line to print.
+POST_BUILD: list[Callable[[], str]] = [_import_legacy_image]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +60,9 @@ def _build(names: list[str], console: Console) -> int:
             directory = assets.ensure(name, log)
             status = "cached" if built_before else f"built in {time.monotonic() - started:.1f}s"
             progress.update(task, description=f"{status}  {directory}", completed=1)
-    for step in POST_BUILD:
-        console.print(step())
+    if not names:
+        for step in POST_BUILD:
+            console.print(step(), highlight=False)
     return 0
 
 
@@ -82,7 +91,7 @@ def main(argv: list[str]) -> int:
         if args.command == "path":
             print(assets.ensure(args.name))
             return 0
-    except (assets.AssetError, OSError) as exc:
+    except (assets.AssetError, StoreError, OSError) as exc:
         print(f"kubevisor assets: {exc}", file=sys.stderr)
         return 1
     return 2

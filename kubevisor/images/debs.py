@@ -7,11 +7,12 @@ package's SHA256 from the archive index names the cached file and is checked aft
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kubevisor import paths
@@ -70,28 +71,112 @@ def parse_depends(value: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def info(package: str) -> DebInfo:
-    """The candidate version of `package` as apt sees it now."""
-    validate_package_name(package)
+# Packages looked up together in one apt-cache call (each call parses all package lists: ~1 s).
+PREFETCH = (
+    "linux-image-cloud-amd64",
+    "busybox-static",
+    "python3.11-minimal",
+    "libpython3.11-minimal",
+    "libpython3.11-stdlib",
+    "dropbear-bin",
+    "syslinux",
+)
+APT_STATE_PATHS = (
+    Path("/var/lib/apt/lists"),
+    Path("/etc/apt/sources.list"),
+    Path("/etc/apt/sources.list.d"),
+    Path("/etc/apt/preferences.d"),
+)
+_memo: dict[str, DebInfo] = {}
+
+
+def apt_state_fingerprint() -> str:
+    """Changes whenever apt's view of candidates may change (update, new sources, pins)."""
+    digest = hashlib.sha256()
+    for base in APT_STATE_PATHS:
+        entries = sorted(base.iterdir()) if base.is_dir() else [base]
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            digest.update(f"{entry}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _index_cache() -> Path:
+    return debs_dir() / "apt-index.json"
+
+
+def _load_index_cache(fingerprint: str) -> dict[str, DebInfo]:
+    try:
+        doc = json.loads(_index_cache().read_text())
+    except (OSError, ValueError):
+        return {}
+    if doc.get("fingerprint") != fingerprint:
+        return {}
+    return {
+        name: DebInfo(**{**fields, "depends": tuple(fields["depends"])})
+        for name, fields in doc.get("packages", {}).items()
+    }
+
+
+def _save_index_cache(fingerprint: str, packages: dict[str, DebInfo]) -> None:
+    try:
+        debs_dir().mkdir(parents=True, exist_ok=True)
+        tmp = _index_cache().with_suffix(f".{os.getpid()}.tmp")
+        doc = {"fingerprint": fingerprint, "packages": {n: asdict(i) for n, i in packages.items()}}
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, _index_cache())
+    except OSError:
+        pass  # a read-only cache only costs speed
+
+
+def _apt_cache_show(packages: list[str]) -> dict[str, DebInfo]:
     proc = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", package],
+        ["apt-cache", "show", "--no-all-versions", *packages],
         capture_output=True,
         text=True,
         check=False,
     )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise DebError(f"package {package!r} not found by apt-cache: {proc.stderr.strip()}")
-    fields = parse_control_stanza(proc.stdout)
-    try:
-        return DebInfo(
-            package=fields["Package"],
-            version=fields["Version"],
-            architecture=fields["Architecture"],
-            sha256=fields["SHA256"],
-            depends=parse_depends(fields.get("Depends", "")),
-        )
-    except KeyError as exc:
-        raise DebError(f"apt-cache show {package}: missing field {exc.args[0]}") from None
+    found: dict[str, DebInfo] = {}
+    for stanza in proc.stdout.split("\n\n"):
+        fields = parse_control_stanza(stanza)
+        if not fields.get("Package"):
+            continue
+        try:
+            found[fields["Package"]] = DebInfo(
+                package=fields["Package"],
+                version=fields["Version"],
+                architecture=fields["Architecture"],
+                sha256=fields["SHA256"],
+                depends=parse_depends(fields.get("Depends", "")),
+            )
+        except KeyError as exc:
+            raise DebError(f"apt-cache show {fields['Package']}: missing field {exc.args[0]}") from None
+    return found
+
+
+def info(package: str) -> DebInfo:
+    """The candidate version of `package` as apt sees it now (memoised per apt state)."""
+    validate_package_name(package)
+    if package in _memo:
+        return _memo[package]
+    fingerprint = apt_state_fingerprint()
+    cached = _load_index_cache(fingerprint)
+    if package not in cached:
+        wanted = sorted({package, *(p for p in PREFETCH if p not in cached)})
+        fresh = _apt_cache_show(wanted)
+        if package not in fresh:
+            # an unknown name makes apt-cache fail for the whole batch: ask for it alone
+            fresh.update(_apt_cache_show([package]))
+        if package not in fresh:
+            raise DebError(f"package {package!r} not found by apt-cache (run apt-get update?)")
+        cached.update(fresh)
+        _save_index_cache(fingerprint, cached)
+    _memo.clear()
+    _memo.update(cached)
+    return cached[package]
 
 
 def resolve_metapackage(package: str, prefix: str) -> DebInfo:

@@ -158,38 +158,50 @@ def handle(request: Any) -> bytes | None:
             if name in NO_RESPONSE:
                 return None
             body = {"return": value}
-        if "id" in request and name not in ("guest-sync", "guest-sync-delimited"):
-            body["id"] = request["id"]
+    if "id" in request and name not in ("guest-sync", "guest-sync-delimited"):
+        body["id"] = request["id"]
     prefix = b"\xff" if name == "guest-sync-delimited" else b""
     return prefix + json.dumps(body).encode() + b"\n"
 
 
 def split_requests(buffer: bytes) -> tuple[list[Any], bytes]:
-    """Complete JSON objects from the start of `buffer`, and the unconsumed rest."""
+    """Complete JSON requests in `buffer` and the unconsumed rest.
+
+    A 0xFF byte resets the parser (QGA's resync): a partial request before it is dropped.
+    A malformed complete line yields a None request (answered with an error).
+    """
+    segments = buffer.split(b"\xff")
+    requests: list[Any] = []
+    rest = b""
+    for n, segment in enumerate(segments):
+        found, rest = _parse_segment(segment)
+        requests += found
+        if n < len(segments) - 1:
+            rest = b""
+    return requests, rest
+
+
+def _parse_segment(data: bytes) -> tuple[list[Any], bytes]:
     decoder = json.JSONDecoder()
     requests: list[Any] = []
-    text_start = 0
     while True:
-        while text_start < len(buffer) and buffer[text_start] in b"\xff \t\r\n":
-            text_start += 1
-        if text_start >= len(buffer):
+        data = data.lstrip(b" \t\r\n")
+        if not data:
             return requests, b""
         try:
-            text = buffer[text_start:].decode()
+            text = data.decode()
         except UnicodeDecodeError:
-            # a partial multibyte sequence at the end: wait for more
-            return requests, buffer[text_start:]
+            return requests, data  # a partial multibyte character: wait for more
         try:
             obj, end = decoder.raw_decode(text)
         except json.JSONDecodeError:
-            if b"\n" in buffer[text_start:] and not buffer[text_start:].rstrip().endswith((b"}", b"]")):
-                # garbage line: drop it
-                text_start = buffer.index(b"\n", text_start) + 1
+            if b"\n" in data:
+                data = data[data.index(b"\n") + 1 :]
                 requests.append(None)
                 continue
-            return requests, buffer[text_start:]
+            return requests, data
         requests.append(obj)
-        text_start += len(text[:end].encode())
+        data = text[end:].encode()
 
 
 def find_port(name: str = PORT_NAME) -> str | None:
@@ -228,8 +240,6 @@ def serve(device: str) -> None:
             time.sleep(0.5)
             continue
         buffer += chunk
-        if b"\xff" in buffer:  # a resync byte discards everything before it
-            buffer = buffer[buffer.rindex(b"\xff") + 1 :]
         requests, buffer = split_requests(buffer)
         for request in requests:
             response = handle(request)
