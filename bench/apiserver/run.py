@@ -48,28 +48,60 @@ def rss_kib(pid: int) -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal:")), 0)
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem / 1024 / 1024, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        0,
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(mem / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def sqlite_floor(directory: Path, count: int) -> dict[str, float]:
     conn = sqlite3.connect(str(directory / "floor.db"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE kine(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, created INTEGER, deleted "
-                 "INTEGER, create_revision INTEGER, prev_revision INTEGER, value BLOB)")
-    value = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": "x" * 12, "namespace": "default", "uid": "0" * 36, "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "data": {"i": "1"}}).encode()
+    conn.execute(
+        "CREATE TABLE kine(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, created INTEGER, deleted "
+        "INTEGER, create_revision INTEGER, prev_revision INTEGER, value BLOB)"
+    )
+    value = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "x" * 12,
+                "namespace": "default",
+                "uid": "0" * 36,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "data": {"i": "1"},
+        }
+    ).encode()
     start = time.perf_counter()
     for i in range(count):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO kine(name, created, deleted, create_revision, prev_revision, value) "
-                     "VALUES (?, 1, 0, 0, 0, ?)", (f"/core/configmaps/default/f{i}", value))
+        conn.execute(
+            "INSERT INTO kine(name, created, deleted, create_revision, prev_revision, value) "
+            "VALUES (?, 1, 0, 0, 0, ?)",
+            (f"/core/configmaps/default/f{i}", value),
+        )
         conn.execute("COMMIT")
     single = count / (time.perf_counter() - start)
     conn.close()
@@ -80,20 +112,25 @@ class Bench:
     def __init__(self, data: Path, port: int) -> None:
         config = yaml.safe_load((data / "admin.kubeconfig").read_text())
         self.base = f"https://127.0.0.1:{port}"
-        self.headers = {"Authorization": f"Bearer {config['users'][0]['user']['token']}",
-                        "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {config['users'][0]['user']['token']}",
+            "Content-Type": "application/json",
+        }
         self.ssl = ssl.create_default_context(cafile=str(data / "pki" / "ca.crt"))
 
     def session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(base_url=self.base, headers=self.headers,
-                                     connector=aiohttp.TCPConnector(ssl=self.ssl, limit=0))
+        return aiohttp.ClientSession(
+            base_url=self.base, headers=self.headers, connector=aiohttp.TCPConnector(ssl=self.ssl, limit=0)
+        )
 
     async def creates(self, prefix: str, total: int, clients: int) -> float:
         async with self.session() as session:
+
             async def worker(index: int) -> None:
                 for i in range(index, total, clients):
-                    async with session.post(CM, json={"metadata": {"name": f"{prefix}-{i:05d}"},
-                                                      "data": {"i": str(i)}}) as resp:
+                    async with session.post(
+                        CM, json={"metadata": {"name": f"{prefix}-{i:05d}"}, "data": {"i": str(i)}}
+                    ) as resp:
                         if resp.status != 201:
                             raise RuntimeError(f"create failed: {resp.status} {await resp.text()}")
 
@@ -111,8 +148,9 @@ class Bench:
 
             async def watch(index: int) -> None:
                 nonlocal finished
-                async with session.get(CM, params={"watch": "true", "resourceVersion": rv,
-                                                   "timeoutSeconds": "300"}) as resp:
+                async with session.get(
+                    CM, params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "300"}
+                ) as resp:
                     async for _line in resp.content:
                         counts[index] += 1
                         if counts[index] == events:
@@ -130,9 +168,12 @@ class Bench:
             elapsed = time.perf_counter() - start
             for task in tasks:
                 task.cancel()
-            return {"watchers": watchers, "events_each": events,
-                    "delivered_events_per_s": round(watchers * events / elapsed, 1),
-                    "last_delivery_after_last_create_s": round(time.perf_counter() - created, 3)}
+            return {
+                "watchers": watchers,
+                "events_each": events,
+                "delivered_events_per_s": round(watchers * events / elapsed, 1),
+                "last_delivery_after_last_create_s": round(time.perf_counter() - created, 3),
+            }
 
     async def list_latency(self, runs: int = 5) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -160,9 +201,22 @@ async def run(objects: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kubevisor-bench-") as tmp:
         data = Path(tmp) / "data"
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "kubevisor.cli", "apiserver", "--data-dir", str(data),
-                                 "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubevisor.cli",
+                "apiserver",
+                "--data-dir",
+                str(data),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while not (data / "admin.kubeconfig").exists() and time.monotonic() < deadline:
@@ -187,12 +241,18 @@ async def run(objects: int) -> dict[str, Any]:
             "machine": machine(),
             "creates_per_s": {"clients_1": round(one, 1), "clients_8": round(eight, 1)},
             "sqlite_floor": floor,
-            "ratio_to_sqlite_floor": {"clients_1": round(one / floor_rate, 3), "clients_8": round(eight / floor_rate, 3)},
+            "ratio_to_sqlite_floor": {
+                "clients_1": round(one / floor_rate, 3),
+                "clients_8": round(eight / floor_rate, 3),
+            },
             "list_at_objects": objects,
             "list_latency": lists,
-            "memory": {"rss_kib_delta": rss_after - rss_before, "objects": fill,
-                       "kib_per_10000_objects": round((rss_after - rss_before) * 10000 / fill),
-                       "rss_kib_total": rss_after},
+            "memory": {
+                "rss_kib_delta": rss_after - rss_before,
+                "objects": fill,
+                "kib_per_10000_objects": round((rss_after - rss_before) * 10000 / fill),
+                "rss_kib_total": rss_after,
+            },
             "watch": fanout,
         }
 
