@@ -41,13 +41,16 @@ def default_vm(obj: Mapping[str, Any]) -> dict[str, Any]:
     vm.setdefault("apiVersion", "kubevirt.io/v1")
     vm.setdefault("kind", KIND)
     meta = vm.setdefault("metadata", {})
+    name = meta.get("name") if isinstance(meta, dict) else None
     spec = vm.setdefault("spec", {})
-    template = spec.get("template")
+    template = spec.get("template") if isinstance(spec, dict) else None
     if isinstance(template, dict):
-        template.setdefault("metadata", {})
-        tspec = template.setdefault("spec", {})
-        if isinstance(tspec, dict):
-            default_vmi_spec(tspec, name=str(meta.get("name") or ""))
+        if template.get("metadata") is None:
+            template["metadata"] = {}
+        if template.get("spec") is None:
+            template["spec"] = {}
+        if isinstance(template["spec"], dict):
+            default_vmi_spec(template["spec"], name=name if isinstance(name, str) else "")
     return vm
 
 

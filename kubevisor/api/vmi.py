@@ -88,61 +88,78 @@ def firmware_serial(name: str) -> str:
 
 
 def default_vmi(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A defaulted deep copy of a VMI manifest; the input is not modified."""
+    """A defaulted deep copy of a VMI manifest; the input is not modified.
+
+    Values of the wrong type are left as they are (never replaced), so that validation still
+    reports them; defaulting itself never fails on a mapping.
+    """
     vmi: dict[str, Any] = copy.deepcopy(dict(obj))
     vmi.setdefault("apiVersion", "kubevirt.io/v1")
     vmi.setdefault("kind", KIND)
-    meta = vmi.setdefault("metadata", {})
-    spec = vmi.setdefault("spec", {})
-    default_vmi_spec(spec, name=str(meta.get("name") or ""))
+    meta = _dict_at(vmi, "metadata")
+    spec = _dict_at(vmi, "spec")
+    name = meta.get("name") if meta is not None else None
+    if spec is not None:
+        default_vmi_spec(spec, name=name if isinstance(name, str) else "")
     return vmi
 
 
 def default_vmi_spec(spec: dict[str, Any], *, name: str) -> None:
     """Default a VMI spec in place (also used for VM and VMIRS templates)."""
     domain = _dict_at(spec, "domain")
+    if domain is None:
+        return
     machine = _dict_at(domain, "machine")
-    if not machine.get("type"):
+    if machine is not None and not machine.get("type"):
         machine["type"] = DEFAULT_MACHINE_TYPE
 
-    resources = _dict_at(domain, "resources")
-    limits = resources.get("limits") or {}
-    requests = resources.get("requests") or {}
-    if "cpu" in limits and "cpu" not in requests:
-        resources.setdefault("requests", {})["cpu"] = limits["cpu"]
-        requests = resources["requests"]
+    resources = _dict_at(domain, "resources") or {}
+    raw_limits, raw_requests = resources.get("limits"), resources.get("requests")
+    limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
+    requests: dict[str, Any] = raw_requests if isinstance(raw_requests, dict) else {}
+    if "cpu" in limits and "cpu" not in requests and (raw_requests is None or raw_requests is requests):
+        requests["cpu"] = limits["cpu"]
+        resources["requests"] = requests
+    if not resources and "resources" in domain:
+        domain.pop("resources")
 
     memory = _dict_at(domain, "memory")
-    if "guest" not in memory:
-        if requests.get("memory") is not None and not _is_zero(requests["memory"]):
-            memory["guest"] = requests["memory"]
-        elif limits.get("memory") is not None and not _is_zero(limits["memory"]):
-            memory["guest"] = limits["memory"]
-        elif isinstance(memory.get("hugepages"), dict) and memory["hugepages"].get("pageSize"):
-            memory["guest"] = memory["hugepages"]["pageSize"]
-    if not memory:
-        domain.pop("memory")
+    if memory is not None:
+        if "guest" not in memory:
+            hugepages = memory.get("hugepages")
+            if requests.get("memory") is not None and not _is_zero(requests["memory"]):
+                memory["guest"] = requests["memory"]
+            elif limits.get("memory") is not None and not _is_zero(limits["memory"]):
+                memory["guest"] = limits["memory"]
+            elif isinstance(hugepages, dict) and hugepages.get("pageSize"):
+                memory["guest"] = hugepages["pageSize"]
+        if not memory:
+            domain.pop("memory")
 
-    _default_cpu(domain, resources)
+    cpu = _dict_at(domain, "cpu")
+    if cpu is not None:
+        _default_cpu(cpu, limits, requests)
 
     firmware = _dict_at(domain, "firmware")
-    if name:
-        # KubeVirt gives a VM a firmware UUID (legacy: uuid5 of the name) and a serial; deriving
-        # both from the name keeps them stable across restarts without storing anything.
-        firmware.setdefault("uuid", firmware_uuid(name))
-        firmware.setdefault("serial", firmware_serial(name))
-    if not firmware:
-        domain.pop("firmware")
+    if firmware is not None:
+        if name:
+            # KubeVirt gives a VM a firmware UUID (legacy: uuid5 of the name) and a serial; deriving
+            # both from the name keeps them stable across restarts without storing anything.
+            firmware.setdefault("uuid", firmware_uuid(name))
+            firmware.setdefault("serial", firmware_serial(name))
+        if not firmware:
+            domain.pop("firmware")
 
     devices = _dict_at(domain, "devices")
-    devices.setdefault("autoattachSerialConsole", True)
-    devices.setdefault("autoattachGraphicsDevice", True)
-    devices.setdefault("autoattachPodInterface", True)
+    if devices is not None:
+        devices.setdefault("autoattachSerialConsole", True)
+        devices.setdefault("autoattachGraphicsDevice", True)
+        devices.setdefault("autoattachPodInterface", True)
+        _default_network(spec, devices)
+        _default_disks(spec, devices)
 
-    _default_network(spec, devices)
-    _default_disks(spec, devices)
-
-    for volume in spec.get("volumes") or []:
+    volumes = spec.get("volumes")
+    for volume in volumes if isinstance(volumes, list) else []:
         container_disk = volume.get("containerDisk") if isinstance(volume, dict) else None
         if isinstance(container_disk, dict) and not container_disk.get("imagePullPolicy"):
             image = str(container_disk.get("image", ""))
@@ -152,13 +169,12 @@ def default_vmi_spec(spec: dict[str, Any], *, name: str) -> None:
     spec.setdefault("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_PERIOD)
 
 
-def _default_cpu(domain: dict[str, Any], resources: dict[str, Any]) -> None:
-    cpu = _dict_at(domain, "cpu")
+def _default_cpu(cpu: dict[str, Any], limits: Mapping[str, Any], requests: Mapping[str, Any]) -> None:
     counts = {k: cpu.get(k) for k in ("sockets", "cores", "threads")}
     if not any(counts.values()):
         # As KubeVirt: with no topology, the CPU limit (else request), rounded up, becomes sockets.
         sockets = 1
-        for source in (resources.get("limits") or {}, resources.get("requests") or {}):
+        for source in (limits, requests):
             if "cpu" in source:
                 try:
                     sockets = max(1, to_quantity(source["cpu"]).ceil())
@@ -168,14 +184,18 @@ def _default_cpu(domain: dict[str, Any], resources: dict[str, Any]) -> None:
         cpu.update(sockets=sockets, cores=1, threads=1)
     else:
         for key, value in counts.items():
-            if not value:
+            if value is None or value == 0:  # 0 means unset in KubeVirt; other junk is left for validation
                 cpu[key] = 1
 
 
 def _default_network(spec: dict[str, Any], devices: dict[str, Any]) -> None:
     # KubeVirt's default binding is `bridge` (cluster config); Kubevisor's is masquerade on the pod
     # network: it keeps the pod IP on the pod and works without a DHCP server in the launcher.
-    if devices.get("interfaces") or spec.get("networks") or devices.get("autoattachPodInterface") is False:
+    if (
+        devices.get("interfaces") is not None
+        or spec.get("networks") is not None
+        or devices.get("autoattachPodInterface") is False
+    ):
         return
     devices["interfaces"] = [{"name": "default", "masquerade": {}}]
     spec["networks"] = [{"name": "default", "pod": {}}]
@@ -183,16 +203,24 @@ def _default_network(spec: dict[str, Any], devices: dict[str, Any]) -> None:
 
 def _default_disks(spec: dict[str, Any], devices: dict[str, Any]) -> None:
     disks = devices.setdefault("disks", [])
-    named = {d.get("name") for d in disks if isinstance(d, dict)}
-    named |= {f.get("name") for f in devices.get("filesystems") or [] if isinstance(f, dict)}
-    for volume in spec.get("volumes") or []:
-        if isinstance(volume, dict) and volume.get("name") not in named:
-            disks.append({"name": volume.get("name")})  # KubeVirt: every volume gets a disk
+    if not isinstance(disks, list):
+        return
+    filesystems = devices.get("filesystems")
+    named = {_name(d) for d in disks}
+    named |= {_name(f) for f in (filesystems if isinstance(filesystems, list) else [])}
+    volumes = spec.get("volumes")
+    for volume in volumes if isinstance(volumes, list) else []:
+        vol_name = _name(volume)
+        if vol_name is not None and vol_name not in named:
+            disks.append({"name": vol_name})  # KubeVirt: every volume gets a disk
+            named.add(vol_name)
     for disk in disks:
         if not isinstance(disk, dict):
             continue
-        target = next((t for t in DISK_TARGETS if t in disk), None)
+        target = next((t for t in DISK_TARGETS if disk.get(t) is not None), None)
         if target is None:
+            for t in DISK_TARGETS:
+                disk.pop(t, None)  # `disk:` with no value is "not set", as in KubeVirt's decoding
             target = "disk"
             disk["disk"] = {}
         device = disk[target]
@@ -205,12 +233,22 @@ def _default_disks(spec: dict[str, Any], devices: dict[str, Any]) -> None:
         devices.pop("disks")
 
 
-def _dict_at(parent: dict[str, Any], key: str) -> dict[str, Any]:
+def _name(item: object) -> str | None:
+    """The `name` of a list item, when it is a string."""
+    if isinstance(item, Mapping):
+        name = item.get("name")
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _dict_at(parent: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """parent[key] as a dict, created when absent (or null); None when it holds something else."""
     value = parent.get(key)
-    if not isinstance(value, dict):
+    if value is None:
         value = {}
         parent[key] = value
-    return value
+    return value if isinstance(value, dict) else None
 
 
 def _is_zero(raw: object) -> bool:
@@ -376,6 +414,17 @@ def validate_vmi_spec(spec: Mapping[str, Any], path: str, *, require_memory: boo
     return causes
 
 
+def _required_name(item: Mapping[str, Any], here: str, causes: list[Cause]) -> str | None:
+    name = item.get("name")
+    if name is None or name == "":
+        causes.append(Cause(f"{here}.name", f"{here}.name is a required field", FIELD_VALUE_REQUIRED))
+        return None
+    if not isinstance(name, str):
+        causes.append(Cause(f"{here}.name", f"{here}.name must be a string, got {name!r}"))
+        return None
+    return name
+
+
 def _list_of_dicts(raw: object, path: str, causes: list[Cause]) -> list[dict[str, Any]]:
     if raw is None:
         return []
@@ -510,21 +559,20 @@ def _firmware_causes(domain: Mapping[str, Any], path: str) -> list[Cause]:
 def _disk_causes(disks: list[dict[str, Any]], volumes: list[dict[str, Any]], path: str) -> list[Cause]:
     causes: list[Cause] = []
     base = f"{path}.domain.devices.disks"
-    volume_names = {v.get("name") for v in volumes}
+    volume_names = {_name(v) for v in volumes}
     for idx, disk in enumerate(disks):
         here = f"{base}[{idx}]"
-        name = disk.get("name")
-        if not name:
-            causes.append(Cause(f"{here}.name", f"{here}.name is a required field", FIELD_VALUE_REQUIRED))
+        name = _required_name(disk, here, causes)
+        if name is None:
             continue
         for other_idx in range(idx):
-            if disks[other_idx].get("name") == name:
+            if _name(disks[other_idx]) == name:
                 causes.append(
                     Cause(f"{here}.name", f"{here} and {base}[{other_idx}] must not have the same Name.")
                 )
         if name not in volume_names:
             causes.append(Cause(f"{here}.name", f"{here}.Name '{name}' not found."))
-        targets = [t for t in DISK_TARGETS if t in disk]
+        targets = [t for t in DISK_TARGETS if disk.get(t) is not None]
         if len(targets) > 1:
             causes.append(Cause(here, f"{here} can only have a single target type defined"))
         target = targets[0] if targets else "disk"
@@ -576,11 +624,9 @@ def _volume_causes(volumes: list[dict[str, Any]], path: str) -> list[Cause]:
     base = f"{path}.volumes"
     for idx, volume in enumerate(volumes):
         here = f"{base}[{idx}]"
-        name = volume.get("name")
-        if not name:
-            causes.append(Cause(f"{here}.name", f"{here}.name is a required field", FIELD_VALUE_REQUIRED))
-        else:
-            if not isinstance(name, str) or dns1123_label_error(name):
+        name = _required_name(volume, here, causes)
+        if name is not None:
+            if dns1123_label_error(name):
                 causes.append(
                     Cause(
                         f"{here}.name",
@@ -589,7 +635,7 @@ def _volume_causes(volumes: list[dict[str, Any]], path: str) -> list[Cause]:
                     )
                 )
             for other_idx in range(idx):
-                if volumes[other_idx].get("name") == name:
+                if _name(volumes[other_idx]) == name:
                     causes.append(
                         Cause(f"{here}.name", f"{here} and {base}[{other_idx}] must not have the same Name.")
                     )
@@ -791,9 +837,8 @@ def _network_causes(
     network_by_name: dict[str, dict[str, Any]] = {}
     for idx, net in enumerate(networks):
         here = f"{nbase}[{idx}]"
-        name = net.get("name")
-        if not name:
-            causes.append(Cause(f"{here}.name", f"{here}.name is a required field", FIELD_VALUE_REQUIRED))
+        name = _required_name(net, here, causes)
+        if name is None:
             continue
         if name in network_by_name:
             causes.append(
@@ -817,7 +862,9 @@ def _network_causes(
                     FIELD_VALUE_NOT_SUPPORTED,
                 )
             )
-        elif types[0] == "multus" and not (net.get("multus") or {}).get("networkName"):
+        elif types[0] == "multus" and not (
+            isinstance(net.get("multus"), Mapping) and net["multus"].get("networkName")
+        ):
             causes.append(Cause(here, "CNI delegating plugin must have a networkName"))
 
     iface_names: set[str] = set()
@@ -825,11 +872,9 @@ def _network_causes(
     pod_ifaces = 0
     for idx, iface in enumerate(interfaces):
         here = f"{ibase}[{idx}]"
-        name = iface.get("name")
-        if not name:
-            causes.append(Cause(f"{here}.name", f"{here}.name is a required field", FIELD_VALUE_REQUIRED))
+        name = _required_name(iface, here, causes)
+        if name is None:
             continue
-        name = str(name)
         if name in iface_names:
             causes.append(
                 Cause(f"{here}.name", "Only one interface can be connected to one specific network")
@@ -883,8 +928,8 @@ def _network_causes(
             )
         )
     for idx, net in enumerate(networks):
-        name = net.get("name")
-        if name and str(name) not in used_networks:
+        name = _name(net)
+        if name and name not in used_networks:
             causes.append(Cause(f"{nbase}[{idx}].name", f"{nbase}[{idx}].name '{name}' not found."))
     return causes
 
@@ -903,7 +948,9 @@ def _port_causes(iface: Mapping[str, Any], here: str) -> list[Cause]:
             causes.append(Cause(pfield, f"{pfield} must be an object"))
             continue
         pname = port.get("name")
-        if pname:
+        if pname is not None and not isinstance(pname, str):
+            causes.append(Cause(f"{pfield}.name", f"Invalid name of the port: {pname!r}"))
+        elif pname:
             if pname in seen:
                 causes.append(Cause(f"{pfield}.name", f"Duplicate name of the port: {pname}"))
             seen.add(str(pname))

@@ -75,8 +75,9 @@ def prepare_volumes(
     field) and removes what it created when a volume cannot be prepared.
     """
     workdir = Path(workdir)
-    meta = vmi.get("metadata") or {}
-    spec = vmi.get("spec") or {}
+    raw_meta, raw_spec = vmi.get("metadata"), vmi.get("spec")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
     name = str(meta.get("name") or "vmi")
     namespace = str(meta.get("namespace") or "default")
     kind = str(vmi.get("kind") or "VirtualMachineInstance")
@@ -86,7 +87,10 @@ def prepare_volumes(
     created: list[Path] = []
     result: dict[str, VolumeSource] = {}
     try:
-        for idx, volume in enumerate(spec.get("volumes") or []):
+        volumes = spec.get("volumes") or []
+        if not isinstance(volumes, list):
+            raise VolumeError("spec.volumes", "spec.volumes must be a list")
+        for idx, volume in enumerate(volumes):
             here = f"spec.volumes[{idx}]"
             vol_name = volume.get("name") if isinstance(volume, Mapping) else None
             if not isinstance(vol_name, str) or not _VOLUME_NAME.match(vol_name) or len(vol_name) > 63:
@@ -150,8 +154,10 @@ def _prepare_one(
     if len(sources) != 1:
         raise VolumeError(here, f"{here} must have exactly one source type set")
     source = sources[0]
-    body = volume[source] or {}
+    body = volume[source] if volume[source] is not None else {}
     field = f"{here}.{source}"
+    if not isinstance(body, Mapping):
+        raise VolumeError(field, f"{field} must be an object")
 
     if source == "containerDisk":
         image = body.get("image")
@@ -172,7 +178,8 @@ def _prepare_one(
         return VolumeSource(path=disk, format="qcow2")
 
     if source == "ephemeral":
-        claim = (body.get("persistentVolumeClaim") or {}).get("claimName")
+        pvc = body.get("persistentVolumeClaim")
+        claim = pvc.get("claimName") if isinstance(pvc, Mapping) else None
         base = _resolve_claim(claim, f"{field}.persistentVolumeClaim.claimName", claim_resolver)
         overlay = workdir / f"{vol_name}.qcow2"
         _track(created, overlay)
@@ -197,7 +204,9 @@ def _prepare_one(
         if source == "cloudInitNoCloud":
             write_nocloud_iso(seed, data, instance_id=f"{vmi_name}.{namespace}", hostname=hostname)
         else:
-            fw = ((spec.get("domain") or {}).get("firmware") or {}).get("uuid") or firmware_uuid(vmi_name)
+            domain = spec.get("domain")
+            firmware = domain.get("firmware") if isinstance(domain, Mapping) else None
+            fw = (firmware.get("uuid") if isinstance(firmware, Mapping) else None) or firmware_uuid(vmi_name)
             write_configdrive_iso(seed, data, uuid=str(fw), hostname=hostname, name=vmi_name)
         return VolumeSource(path=seed, format="raw", readonly=True)
 

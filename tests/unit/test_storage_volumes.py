@@ -323,3 +323,38 @@ def test_cleanup_refuses_foreign_directories(tmp_path):
         cleanup_volumes(tmp_path / "precious")
     assert (tmp_path / "precious").exists()
     cleanup_volumes(tmp_path / "never-created")  # nothing to do
+
+
+@pytest.mark.parametrize(
+    ("volumes", "field"),
+    [
+        ("not-a-list", "spec.volumes"),
+        ([{"name": "Bad_Name", "emptyDisk": {"capacity": "1Gi"}}], "spec.volumes[0].name"),
+        ([{"name": "x", "emptyDisk": ["1Gi"]}], "spec.volumes[0].emptyDisk"),
+        ([{"name": "x", "emptyDisk": {}}], "spec.volumes[0].emptyDisk.capacity"),
+        (
+            [{"name": "x", "ephemeral": {"persistentVolumeClaim": "c"}}],
+            "spec.volumes[0].ephemeral.persistentVolumeClaim.claimName",
+        ),
+        ([{"name": "x"}], "spec.volumes[0]"),
+        (
+            [{"name": "x", "hostDisk": {"path": "relative.img", "type": "Disk"}}],
+            "spec.volumes[0].hostDisk.path",
+        ),
+        (
+            [{"name": "x", "hostDisk": {"path": "/tmp/x.img", "type": "Sometimes"}}],
+            "spec.volumes[0].hostDisk.type",
+        ),
+        (
+            [{"name": "x", "cloudInitNoCloud": {"userDataBase64": "!!"}}],
+            "spec.volumes[0].cloudInitNoCloud.userDataBase64",
+        ),
+    ],
+)
+def test_bad_volume_specs_name_the_field(tmp_path, volumes, field):
+    spec = vmi()
+    spec["spec"]["volumes"] = volumes
+    with pytest.raises(ValidationError) as info:
+        prepare_volumes(spec, tmp_path / "w")
+    assert info.value.fields == [field]
+    assert not (tmp_path / "w").exists()
