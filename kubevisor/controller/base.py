@@ -14,7 +14,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
-from kubevisor.controller.kube import Obj
+from kubevisor.controller.kube import ApiError, Obj
 from kubevisor.controller.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,15 @@ class Controller(ABC):
         try:
             again = self.reconcile(key)
         except Exception as exc:
-            log.warning(
+            # A conflict only means our cache was behind: retry quietly with the fresh object.
+            level = logging.DEBUG if isinstance(exc, ApiError) and exc.conflict else logging.WARNING
+            log.log(
+                level,
                 "%s: reconcile %s failed (retry %d): %s",
                 self.name,
                 key,
                 self.queue.num_requeues(key),
                 exc,
-                exc_info=log.isEnabledFor(logging.DEBUG),
             )
             self.queue.add_rate_limited(key)
         else:

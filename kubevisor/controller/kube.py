@@ -37,6 +37,7 @@ class Resource:
     plural: str
     kind: str
     namespaced: bool = True
+    status_subresource: bool = True
 
     @property
     def api_version(self) -> str:
@@ -63,7 +64,10 @@ NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 VMS = Resource("kubevirt.io", "v1", "virtualmachines", "VirtualMachine")
-VMIS = Resource("kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstance")
+# KubeVirt's VMI CRD has no status subresource: status is written with the whole object.
+VMIS = Resource(
+    "kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstance", status_subresource=False
+)
 VMIRS = Resource("kubevirt.io", "v1", "virtualmachineinstancereplicasets", "VirtualMachineInstanceReplicaSet")
 
 
@@ -205,7 +209,7 @@ class Kube:
         return self.request("PUT", res.path(meta.get("namespace"), meta["name"], subresource), body=obj)
 
     def update_status(self, res: Resource, obj: Obj) -> Obj:
-        return self.replace(res, obj, subresource="status")
+        return self.replace(res, obj, subresource="status" if res.status_subresource else None)
 
     def patch(
         self,

@@ -15,7 +15,7 @@ from kubevisor.controller.base import Controller, controller_ref, timestamp
 from kubevisor.controller.context import ControllerContext
 from kubevisor.controller.expectations import Expectations
 from kubevisor.controller.informer import by_controller_uid
-from kubevisor.controller.kube import PODS, PVCS, VMIS, ApiError, Obj, key_of
+from kubevisor.controller.kube import NODES, PODS, PVCS, VMIS, ApiError, Obj, key_of
 from kubevisor.controller.launcher_pod import (
     NODE_NAME_LABEL,
     LauncherPodError,
@@ -23,6 +23,7 @@ from kubevisor.controller.launcher_pod import (
     random_suffix,
     render_launcher_pod,
 )
+from kubevisor.controller.node_health import marked_unreachable
 from kubevisor.controller.vm_status import semantically_equal
 from kubevisor.controller.vmi_status import (
     FINAL_PHASES,
@@ -64,6 +65,7 @@ class VMIController(Controller):
         self.expectations = Expectations()
         self.vmis = ctx.informers.informer(VMIS)
         self.pods = ctx.informers.informer(PODS)
+        self.nodes = ctx.informers.informer(NODES)
         self.pvcs = ctx.informers.informer(PVCS) if ctx.settings.check_pvcs else None
         self.vmis.store.add_indexer("uid", _by_uid)
         self.pods.store.add_indexer("controller-uid", by_controller_uid)
@@ -189,9 +191,21 @@ class VMIController(Controller):
         self.recorder.normal(vmi, "SuccessfulCreate", f"Created virtual machine pod {name}")
         return None, None
 
+    def _node_unreachable(self, pod: Obj) -> bool:
+        node = self.nodes.store.get(str((pod.get("spec") or {}).get("nodeName") or ""))
+        return node is not None and marked_unreachable(node)
+
     def _delete_pods(self, key: str, vmi: Obj, pods: list[Obj]) -> None:
         for pod in pods:
             if being_deleted(pod):
+                if self._node_unreachable(pod):
+                    # No agent will ever confirm this pod's end: finish its deletion (as pod GC does).
+                    meta = pod["metadata"]
+                    try:
+                        self.kube.delete(PODS, meta.get("namespace"), meta["name"], grace_period_seconds=0)
+                    except ApiError as exc:
+                        if not exc.not_found:
+                            raise
                 continue
             meta = pod["metadata"]
             self.expectations.expect_deletions(key, [key_of(pod)])

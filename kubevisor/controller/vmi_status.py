@@ -218,7 +218,6 @@ def phase_event(old_phase: str, new_phase: str) -> tuple[str, str, str] | None:
     if old_phase == new_phase:
         return None
     table = {
-        SCHEDULING: ("Normal", "SuccessfulCreate", "VirtualMachineInstance is scheduling"),
         SCHEDULED: ("Normal", "Scheduled", "VirtualMachineInstance is scheduled on its node"),
         SUCCEEDED: ("Normal", "Succeeded", "The VirtualMachineInstance has shut down"),
         FAILED: ("Warning", "Failed", "The VirtualMachineInstance failed"),

@@ -105,6 +105,6 @@ def test_failure_reason_and_final_drops_active_pods():
 
 
 def test_phase_events():
-    assert phase_event("Pending", "Scheduling")[1] == "SuccessfulCreate"
+    assert phase_event("Scheduling", "Scheduled")[1] == "Scheduled"
     assert phase_event("Running", "Failed")[0] == "Warning"
     assert phase_event("Running", "Running") is None
