@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from kubevisor.apiserver import patches, schema, ssa
+from kubevisor.apiserver import patches, protobuf, schema, ssa
 from kubevisor.apiserver.errors import (
     APIError,
     already_exists,
@@ -180,6 +180,15 @@ class Registry:
     def decode(self, body: bytes, content_type: str) -> Any:
         if not body.strip():
             raise bad_request("the request body is empty")
+        if content_type == "protobuf":
+            try:
+                return protobuf.decode(body)
+            except protobuf.ProtobufError as exc:
+                raise APIError(
+                    415,
+                    f"the body of the request could not be decoded as protobuf: {exc}",
+                    "UnsupportedMediaType",
+                ) from exc
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(body)

@@ -325,6 +325,8 @@ class APIServer:
             return "application/json"
         if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
             return "yaml"
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return "protobuf"
         raise APIError(
             415,
             f"the body of the request was in an unknown format - accepted media types include: "

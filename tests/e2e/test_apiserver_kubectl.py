@@ -306,7 +306,11 @@ def _wait_gone(k: Kubectl, ns: str, names: list[str]) -> None:
 def test_kubectl_builtin_kinds(version: str, server: RunningServer, tmp_path: Path) -> None:
     k = kubectl_for(version, server, tmp_path)
     ns = "b" + version.replace(".", "-")
-    k.run("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
+    k.run("create", "namespace", ns)  # generators post protobuf
+    k.run("create", "configmap", "gen", "-n", ns, "--from-literal=k=v")
+    k.run("create", "secret", "generic", "sec", "-n", ns, "--from-literal=k=v")
+    assert k.json("get", "cm", "gen", "-n", ns)["data"] == {"k": "v"}
+    assert k.json("get", "secret", "sec", "-n", ns)["data"] == {"k": "dg=="}
     cm = (
         f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: {ns}}}\n"
         "data: {a: '1', b: '2'}\n"

@@ -178,3 +178,33 @@ def test_ssa_conflicts_and_removal() -> None:
     assert forced["spec"] == {"a": 9, "b": 2}
     owners = {e["manager"]: e for e in forced["metadata"]["managedFields"]}
     assert "f:a" not in (owners.get("two", {}).get("fieldsV1", {}).get("f:spec") or {})
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return bytes([number << 3 | 0, payload])
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_protobuf_configmap_envelope() -> None:
+    from kubevisor.apiserver import protobuf
+
+    meta = (
+        _field(1, b"cfg")
+        + _field(3, b"ns")
+        + _field(2, b"")
+        + _field(11, _field(1, b"app") + _field(2, b"x"))
+    )
+    raw = _field(1, meta) + _field(2, _field(1, b"a") + _field(2, b"1")) + _field(4, 1)
+    body = protobuf.MAGIC + _field(1, _field(1, b"v1") + _field(2, b"ConfigMap")) + _field(2, raw)
+    assert protobuf.decode(body) == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "immutable": True,
+        "data": {"a": "1"},
+        "metadata": {"name": "cfg", "namespace": "ns", "labels": {"app": "x"}},
+    }
+    with pytest.raises(protobuf.ProtobufError, match="send JSON"):
+        protobuf.decode(protobuf.MAGIC + _field(1, _field(1, b"v1") + _field(2, b"Pod")))
+    with pytest.raises(protobuf.ProtobufError):
+        protobuf.decode(b"not protobuf")
