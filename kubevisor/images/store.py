@@ -47,6 +47,10 @@ class StoreError(RuntimeError):
     """An archive is malformed, an image is missing, or a blob fails verification."""
 
 
+class ImageNotFound(StoreError, LookupError):
+    """The reference is not in the store, or its image has no disk under /disk/."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     ref: str  # name:tag
@@ -360,7 +364,7 @@ class ImageStore:
                     return record
             elif not parsed.digest and record.ref == parsed.tagged:
                 return record
-        raise StoreError(
+        raise ImageNotFound(
             f"image {ref!r} is not in the local store {self.root} "
             "(import it with `kubevisor images import FILE`)"
         )
@@ -398,7 +402,7 @@ class ImageStore:
                 disk_dir = tmp / DISK_DIR
                 files = sorted(p for p in disk_dir.iterdir() if p.is_file()) if disk_dir.is_dir() else []
                 if not files:
-                    raise StoreError(f"image {ref!r} has no file under /{DISK_DIR}/: not a containerDisk")
+                    raise ImageNotFound(f"image {ref!r} has no file under /{DISK_DIR}/: not a containerDisk")
                 for f in files:
                     f.chmod(0o444)
                 tmp.chmod(0o755)
