@@ -84,12 +84,17 @@ class ValidationError(ValueError):
     def to_status(self) -> dict[str, Any]:
         """The 422 `Status` kube-apiserver returns when an admission check rejects the object."""
         qualified = f"{self.kind}.{self.group}" if self.group else self.kind
+        listed = ", ".join(
+            f"{c.field}: {_one_line(c.message)}" if c.field else _one_line(c.message) for c in self.causes
+        )
+        if len(self.causes) > 1:
+            listed = f"[{listed}]"  # as apimachinery's aggregate of field errors
         return {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
-            "message": f'{qualified} "{self.name}" is invalid: {self}',
+            "message": f'{qualified} "{self.name}" is invalid: {listed}',
             "reason": "Invalid",
             "details": {
                 "name": self.name,
