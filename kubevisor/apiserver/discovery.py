@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubevisor.apiserver.extensions import APIGroupSpec
+from kubevisor.apiserver.extensions import APIGroupSpec, SubresourceSpec
 from kubevisor.apiserver.resources import ResourceType
 
 Obj = dict[str, Any]
+Subs = dict[tuple[str, str, str], SubresourceSpec] | None
 
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
@@ -73,7 +74,7 @@ def legacy_group(group: str, types: list[ResourceType], extra: list[APIGroupSpec
     return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs, "preferredVersion": vs[0]}
 
 
-def _resource_entries(rt: ResourceType) -> list[Obj]:
+def _resource_entries(rt: ResourceType, subs: Subs = None) -> list[Obj]:
     main: Obj = {
         "name": rt.plural,
         "singularName": rt.singular,
@@ -106,11 +107,22 @@ def _resource_entries(rt: ResourceType) -> list[Obj]:
         if group is not None:
             entry["group"], entry["version"] = group, version
         out.append(entry)
+    for spec in (subs or {}).values():
+        if spec.group == rt.group and spec.plural == rt.plural:
+            out.append(
+                {
+                    "name": f"{rt.plural}/{spec.name}",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": spec.kind or rt.kind,
+                    "verbs": spec.verbs,
+                }
+            )
     return out
 
 
 def legacy_resource_list(
-    group: str, version: str, types: list[ResourceType], extra: list[APIGroupSpec]
+    group: str, version: str, types: list[ResourceType], extra: list[APIGroupSpec], subs: Subs = None
 ) -> Obj | None:
     gv = f"{group}/{version}" if group else version
     selected = [rt for rt in types if rt.group == group and rt.version == version]
@@ -119,13 +131,13 @@ def legacy_resource_list(
         return None
     resources: list[Obj] = []
     for rt in selected:
-        resources.extend(_resource_entries(rt))
+        resources.extend(_resource_entries(rt, subs))
     for spec in specs:
         resources.extend(spec.resources)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
 
-def _aggregated_resource(rt: ResourceType) -> Obj:
+def _aggregated_resource(rt: ResourceType, subs: Subs = None) -> Obj:
     entry: Obj = {
         "resource": rt.plural,
         "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
@@ -137,20 +149,20 @@ def _aggregated_resource(rt: ResourceType) -> Obj:
         entry["shortNames"] = rt.short_names
     if rt.categories:
         entry["categories"] = rt.categories
-    subs = []
-    for sub in _resource_entries(rt)[1:]:
+    sub_entries = []
+    for sub in _resource_entries(rt, subs)[1:]:
         name = sub["name"].split("/", 1)[1]
         kind_group = sub.get("group", rt.group)
         kind_version = sub.get("version", rt.version)
-        subs.append(
+        sub_entries.append(
             {
                 "subresource": name,
                 "responseKind": {"group": kind_group, "version": kind_version, "kind": sub["kind"]},
                 "verbs": sub["verbs"],
             }
         )
-    if subs:
-        entry["subresources"] = subs
+    if sub_entries:
+        entry["subresources"] = sub_entries
     return entry
 
 
@@ -202,7 +214,11 @@ def _aggregated_extra(spec: APIGroupSpec) -> list[Obj]:
 
 
 def aggregated(
-    types: list[ResourceType], extra: list[APIGroupSpec], legacy_core: bool, media: str = "v2"
+    types: list[ResourceType],
+    extra: list[APIGroupSpec],
+    legacy_core: bool,
+    media: str = "v2",
+    subs: Subs = None,
 ) -> Obj:
     """APIGroupDiscoveryList for /api (legacy_core) or /apis."""
     items = []
@@ -212,7 +228,7 @@ def aggregated(
         vs = []
         for version in versions:
             resources = [
-                _aggregated_resource(rt) for rt in types if rt.group == group and rt.version == version
+                _aggregated_resource(rt, subs) for rt in types if rt.group == group and rt.version == version
             ]
             for spec in extra:
                 if spec.group == group and spec.version == version:

@@ -7,6 +7,9 @@
   group appears in discovery; every request under `/apis/<group>/<version>/` goes to
   `handler(request, path)` (an aiohttp handler). `accept_websocket` negotiates the
   subprotocols kubectl and virtctl use (`v5.channel.k8s.io`, `plain.kubevirt.io`).
+- Subresources of served resources, in-process: `add_subresource(group, plural, name,
+  handler, verbs)` e.g. `("", "pods", "exec")` for the node agent's exec/attach; listed in
+  discovery; `handler(request, path)` gets every method on `.../<plural>/<name>/<sub>[/...]`.
 - A `LogSource` serves `pods/<name>/log` (the node agent provides it).
 """
 
@@ -64,6 +67,16 @@ class APIGroupSpec:
     handler: GroupHandler
 
 
+@dataclass
+class SubresourceSpec:
+    group: str
+    plural: str
+    name: str
+    handler: GroupHandler
+    verbs: list[str]
+    kind: str = ""
+
+
 @dataclass(frozen=True)
 class LogOptions:
     container: str
@@ -86,6 +99,7 @@ class Extensions:
     mutating: dict[tuple[str, str], list[Mutator]] = field(default_factory=dict)
     validating: dict[tuple[str, str], list[Validator]] = field(default_factory=dict)
     groups: dict[tuple[str, str], APIGroupSpec] = field(default_factory=dict)
+    subresources: dict[tuple[str, str, str], SubresourceSpec] = field(default_factory=dict)
     log_source: LogSource | None = None
 
     def add_mutating(self, group: str, kind: str, hook: Mutator) -> None:
@@ -99,6 +113,19 @@ class Extensions:
 
     def add_api_group(self, group: str, version: str, resources: list[Obj], handler: GroupHandler) -> None:
         self.groups[(group, version)] = APIGroupSpec(group, version, resources, handler)
+
+    def add_subresource(
+        self,
+        group: str,
+        plural: str,
+        name: str,
+        handler: GroupHandler,
+        verbs: list[str] | None = None,
+        kind: str = "",
+    ) -> None:
+        self.subresources[(group, plural, name)] = SubresourceSpec(
+            group, plural, name, handler, verbs or ["get", "create"], kind
+        )
 
     def set_log_source(self, source: LogSource) -> None:
         self.log_source = source

@@ -223,14 +223,19 @@ class APIServer:
         for media, ctype in (("v2", discovery.AGGREGATED_V2), ("v2beta1", discovery.AGGREGATED_V2BETA1)):
             if f"v={media};" in accept.replace(" ", "") and "as=APIGroupDiscoveryList" in accept:
                 return json_response(
-                    discovery.aggregated(types, self._extra(), core, media), content_type=ctype
+                    discovery.aggregated(
+                        types, self._extra(), core, media, self.registry.extensions.subresources
+                    ),
+                    content_type=ctype,
                 )
         if core:
             return json_response(discovery.legacy_api_versions(self.address))
         return json_response(discovery.legacy_group_list(types, self._extra()))
 
     def _resource_list(self, group: str, version: str) -> web.Response:
-        doc = discovery.legacy_resource_list(group, version, self.registry.all_types(), self._extra())
+        doc = discovery.legacy_resource_list(
+            group, version, self.registry.all_types(), self._extra(), self.registry.extensions.subresources
+        )
         if doc is None:
             raise not_found_path()
         return json_response(doc)
@@ -661,6 +666,10 @@ class APIServer:
     ) -> web.StreamResponse:
         what = sub[0]
         method = request.method
+        extra = self.registry.extensions.subresources.get((rt.group, rt.plural, what))
+        if extra is not None:
+            self.registry.get(rt, ns, name)  # 404 for a missing parent
+            return await extra.handler(request, APIPath(rt.group, rt.version, ns, rt.plural, name, sub))
         if len(sub) != 1 or what not in rt.subresource_names():
             raise not_found_path()
         if what == "status":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -172,3 +173,68 @@ def test_api_group_with_websocket_subresources() -> None:
     assert calls[0] == APIPath(
         "subresources.kubevirt.io", "v1", "default", "virtualmachines", "vm1", ("start",)
     )
+
+
+def test_kubectl_exec_through_a_pod_subresource_handler(tmp_path: Path) -> None:
+    """The node agent's way in: an in-process `pods/exec` handler speaking v5.channel.k8s.io,
+    driven by the real kubectl (websocket exec is the default from 1.30)."""
+    import subprocess
+    import threading
+
+    from kubevisor.apiserver.app import EmbeddedAPIServer
+
+    async def exec_handler(request: web.Request, path: APIPath) -> web.StreamResponse:
+        ws = await accept_websocket(request, ("v5.channel.k8s.io", "v4.channel.k8s.io"))
+        command = request.query.getall("command", [])
+        container = request.query.get("container", "")
+        await ws.send_bytes(b"\x01" + f"{container}:{' '.join(command)}\n".encode())
+        await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
+        await ws.close()
+        return ws
+
+    loop = asyncio.new_event_loop()
+    server = EmbeddedAPIServer(tmp_path / "data")
+    server.extensions.add_subresource("", "pods", "exec", exec_handler, ["get", "create"], "PodExecOptions")
+    loop.run_until_complete(server.start("127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        kubectl = [
+            "/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
+            "--kubeconfig",
+            str(server.kubeconfig_path),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }
+        subprocess.run(
+            [*kubectl, "apply", "-f", "-"],
+            input=json.dumps(pod),
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        out = subprocess.run(
+            [*kubectl, "exec", "p", "--", "echo", "hi there"], text=True, capture_output=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "main:echo hi there\n"
+        resources = subprocess.run(
+            [*kubectl, "get", "--raw", "/api/v1"], text=True, capture_output=True, check=True, timeout=60
+        ).stdout
+        assert "pods/exec" in resources
+        missing = subprocess.run(
+            [*kubectl, "exec", "nope", "--", "true"], text=True, capture_output=True, timeout=60
+        )
+        assert missing.returncode != 0 and 'pods "nope" not found' in missing.stderr
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
