@@ -85,8 +85,9 @@ def spawn(
             (os.POSIX_SPAWN_DUP2, null if stdout is None else stdout, 1),
             (os.POSIX_SPAWN_DUP2, null if stderr is None else stderr, 2),
         ]
-        return os.posix_spawnp(argv[0], list(argv), dict(os.environ) if env is None else env,
-                               file_actions=actions)
+        return os.posix_spawnp(
+            argv[0], list(argv), dict(os.environ) if env is None else env, file_actions=actions
+        )
     finally:
         os.close(null)
 

@@ -75,8 +75,9 @@ class Container:
 
 
 class Agent:
-    def __init__(self, fd_in: int, fd_out: int, run_dir: Path, crun: str = "crun",
-                 crun_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, fd_in: int, fd_out: int, run_dir: Path, crun: str = "crun", crun_args: tuple[str, ...] = ()
+    ) -> None:
         self.fd_in = fd_in
         self.fd_out = fd_out
         self.run_dir = run_dir
@@ -148,9 +149,9 @@ class Agent:
         try:
             req = frame.json()
             op = req.get("op")
-            method: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = getattr(
-                self, f"op_{op}", None
-            ) if isinstance(op, str) else None
+            method: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = (
+                getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+            )
             if method is None:
                 raise AgentError(f"unknown op {op!r}")
             result = method(frame.stream, req)
@@ -278,8 +279,9 @@ class Agent:
                 self.streams.pop(stream, None)
             self.respond(stream, {"exit_status": status})
 
-    def launch(self, proc: Process, argv_for: Callable[[str | None], list[str]], pid_file: Path,
-               terminal: bool) -> None:
+    def launch(
+        self, proc: Process, argv_for: Callable[[str | None], list[str]], pid_file: Path, terminal: bool
+    ) -> None:
         """Run a crun create/exec command that leaves `proc` running, and start relaying it."""
         child_fds, receive, console = self.start_io(proc, terminal)
         argv = argv_for(console)
@@ -287,11 +289,13 @@ class Agent:
         receiver: threading.Thread | None = None
         errors: list[BaseException] = []
         if receive is not None:
+
             def _recv() -> None:
                 try:
                     master["fd"] = receive()
                 except BaseException as exc:  # reported after crun finishes
                     errors.append(exc)
+
             receiver = threading.Thread(target=_recv, daemon=True)
             receiver.start()
         log_r, log_w = os.pipe()
@@ -379,8 +383,9 @@ class Agent:
 
             def argv(console: str | None) -> list[str]:
                 extra = ["--console-socket", console] if console else []
-                return self.crun_cmd("create", "--no-pivot", "--bundle", str(bundle),
-                                     "--pid-file", str(pid_file), *extra, cid)
+                return self.crun_cmd(
+                    "create", "--no-pivot", "--bundle", str(bundle), "--pid-file", str(pid_file), *extra, cid
+                )
 
             self.launch(ctr.init, argv, pid_file, terminal)
         except BaseException:
@@ -419,8 +424,9 @@ class Agent:
 
         def argv(console: str | None) -> list[str]:
             extra = ["--console-socket", console] if console else []
-            return self.crun_cmd("exec", "--detach", "--process", str(proc_file),
-                                 "--pid-file", str(pid_file), *extra, ctr.id)
+            return self.crun_cmd(
+                "exec", "--detach", "--process", str(proc_file), "--pid-file", str(pid_file), *extra, ctr.id
+            )
 
         try:
             self.launch(proc, argv, pid_file, bool(spec.get("terminal")))
@@ -506,8 +512,12 @@ class Agent:
     def op_state(self, stream: int, req: dict[str, Any]) -> dict[str, Any]:
         ctr = self.container(req)
         proc = ctr.init
-        return {"status": ctr.status, "pid": proc.pid, "exit_status": proc.exit_status,
-                "execs": {k: v.exit_status for k, v in ctr.execs.items()}}
+        return {
+            "status": ctr.status,
+            "pid": proc.pid,
+            "exit_status": proc.exit_status,
+            "execs": {k: v.exit_status for k, v in ctr.execs.items()},
+        }
 
     def op_list(self, stream: int, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -616,8 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", help="serve one client on this unix socket (host-side testing)")
     parser.add_argument("--run-dir", default="/run/kv")
     parser.add_argument("--crun", default="crun")
-    parser.add_argument("--crun-arg", action="append", default=[],
-                        help="extra global crun flag (host tests: --cgroup-manager=disabled)")
+    parser.add_argument(
+        "--crun-arg",
+        action="append",
+        default=[],
+        help="extra global crun flag (host tests: --cgroup-manager=disabled)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     run_dir = Path(args.run_dir)

@@ -172,7 +172,9 @@ DEVICES = _obj(
         "useVirtioTransitional": BOOL,
         "disableHotplug": BOOL,
         "rng": EMPTY,
-        "watchdog": _obj({"name": STRING, "i6300esb": _obj({"action": STRING})}),
+        "watchdog": _obj(
+            {"name": STRING, "i6300esb": _obj({"action": STRING}), "diag288": _obj({"action": STRING})}
+        ),
         "inputs": ANY_LIST,
         "filesystems": ANY_LIST,
         "gpus": ANY_LIST,

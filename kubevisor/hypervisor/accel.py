@@ -97,11 +97,13 @@ def resolve(requested: AccelRequest) -> Accel:
     if verdict.kvm:
         return "kvm"
     if requested == "kvm":
-        raise AccelError(f"accel kvm: KVM cannot run guests on this host ({verdict.reason}); "
-                         "use --accel tcg or auto")
+        raise AccelError(
+            f"accel kvm: KVM cannot run guests on this host ({verdict.reason}); use --accel tcg or auto"
+        )
     if not _announced:
-        log.warning("KVM is not usable here (%s): guests run under TCG software emulation (slower)",
-                    verdict.reason)
+        log.warning(
+            "KVM is not usable here (%s): guests run under TCG software emulation (slower)", verdict.reason
+        )
         _announced = True
     return "tcg"
 
@@ -122,11 +124,12 @@ def _probe_initramfs(dest: Path) -> Path:
 
     root = dest / "root"
     initramfs.stage_file(root, "/bin/busybox", Path(shutil.which("busybox") or "/bin/busybox"), 0o755)
-    initramfs.stage_file(root, "/init", (
-        "#!/bin/busybox sh\n"
-        f"/bin/busybox echo {PROBE_MARKER.decode()}\n"
-        "/bin/busybox poweroff -f\n"
-    ), 0o755)
+    initramfs.stage_file(
+        root,
+        "/init",
+        (f"#!/bin/busybox sh\n/bin/busybox echo {PROBE_MARKER.decode()}\n/bin/busybox poweroff -f\n"),
+        0o755,
+    )
     return initramfs.write_initramfs(root, dest / "probe.img", compression="none")
 
 
@@ -141,8 +144,12 @@ def probe_kvm(deadline: float = PROBE_DEADLINE) -> Verdict:
         return Verdict(True, f"probe guest reached init in {seconds:.2f}s under KVM", boot_id, seconds)
     if error:
         return Verdict(False, f"QEMU failed under KVM: {error}", boot_id, None)
-    return Verdict(False, f"probe guest did not reach init within {deadline:g}s under KVM "
-                   "(nested virtualization?)", boot_id, None)
+    return Verdict(
+        False,
+        f"probe guest did not reach init within {deadline:g}s under KVM (nested virtualization?)",
+        boot_id,
+        None,
+    )
 
 
 def boot_probe_guest(accel: Accel, deadline: float) -> tuple[float | None, str]:
@@ -161,8 +168,13 @@ def boot_probe_guest(accel: Accel, deadline: float) -> tuple[float | None, str]:
             "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0", "-no-reboot",
         ]  # fmt: skip
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             seconds = _wait_for_marker(proc, started, deadline)
         finally:

@@ -176,8 +176,9 @@ def check_launchable(vmi: dict[str, Any], accel: str) -> None:
             raise LaunchError(f"{fld}.name", "only the pod network is supported by this launcher")
         binding = _binding(iface)
         if binding not in ("masquerade", "slirp"):
-            raise LaunchError(f"{fld}.{binding}",
-                              f"binding {binding!r} needs the network layer; use masquerade")
+            raise LaunchError(
+                f"{fld}.{binding}", f"binding {binding!r} needs the network layer; use masquerade"
+            )
         model = iface.get("model", "virtio")
         if model not in NIC_MODELS:
             raise LaunchError(f"{fld}.model", f"unsupported NIC model {model!r} ({', '.join(NIC_MODELS)})")
@@ -195,11 +196,16 @@ def build_argv(vmi: dict[str, Any], env: LaunchEnv) -> list[str]:
     check_launchable(vmi, env.accel)
     b = _Builder(vmi, env)
     meta = vmi.get("metadata", {})
-    b.add(env.qemu_binary, "-name", _opts(f"guest={meta.get('namespace', 'default')}_{meta['name']}",
-                                          **{"debug-threads": True}))
+    b.add(
+        env.qemu_binary,
+        "-name",
+        _opts(f"guest={meta.get('namespace', 'default')}_{meta['name']}", **{"debug-threads": True}),
+    )
     b.add("-no-user-config", "-nodefaults", "-msg", "timestamp=on")
-    b.add("-sandbox", _opts("on", obsolete="deny", elevateprivileges="deny", spawn="deny",
-                            resourcecontrol="deny"))
+    b.add(
+        "-sandbox",
+        _opts("on", obsolete="deny", elevateprivileges="deny", spawn="deny", resourcecontrol="deny"),
+    )
     _machine(b)
     _cpu(b)
     b.add("-m", f"{guest_memory_mib(vmi)}M")
@@ -259,10 +265,21 @@ def _firmware(b: _Builder) -> None:
     if efi is not None:
         if b.env.ovmf_vars is None:
             raise LaunchError("spec.domain.firmware.bootloader.efi", "EFI needs a per-VMI OVMF vars copy")
-        b.add("-blockdev", json.dumps({"driver": "file", "filename": str(b.env.ovmf_code),
-                                       "node-name": "ovmf-code", "read-only": True}))
-        b.add("-blockdev", json.dumps({"driver": "file", "filename": str(b.env.ovmf_vars),
-                                       "node-name": "ovmf-vars"}))
+        b.add(
+            "-blockdev",
+            json.dumps(
+                {
+                    "driver": "file",
+                    "filename": str(b.env.ovmf_code),
+                    "node-name": "ovmf-code",
+                    "read-only": True,
+                }
+            ),
+        )
+        b.add(
+            "-blockdev",
+            json.dumps({"driver": "file", "filename": str(b.env.ovmf_vars), "node-name": "ovmf-vars"}),
+        )
         if efi.get("secureBoot", True):
             b.add("-global", "driver=cfi.pflash01,property=secure,value=on")
     kernel_boot = fw.get("kernelBoot")
@@ -298,8 +315,12 @@ def _disks(b: _Builder) -> None:
         file_node: dict[str, Any] = {"driver": "file", "filename": str(source.path)}
         if disk.get("cache") == "none":
             file_node["cache"] = {"direct": True}
-        b.add("-blockdev", json.dumps({"driver": source.format, "node-name": node, "read-only": readonly,
-                                       "file": file_node}))
+        b.add(
+            "-blockdev",
+            json.dumps(
+                {"driver": source.format, "node-name": node, "read-only": readonly, "file": file_node}
+            ),
+        )
         props: dict[str, object] = {"drive": node, "id": _qemu_id("ua", name)}
         if "bootOrder" in disk:
             props["bootindex"] = int(disk["bootOrder"])
@@ -361,12 +382,22 @@ def _interfaces(b: _Builder) -> None:
             ]
             forwards_used = True
         v6_opts = {"ipv6-net": v6, "ipv6-host": _addr(v6, 1), "ipv6-dns": _addr(v6, 3)}
-        opts = _opts("user", id=netdev, net=v4, host=_addr(v4, 1), dhcpstart=_addr(v4, 2),
-                     dns=_addr(v4, 3), **v6_opts,
-                     hostname=b.spec.get("hostname") or b.vmi["metadata"]["name"])
+        opts = _opts(
+            "user",
+            id=netdev,
+            net=v4,
+            host=_addr(v4, 1),
+            dhcpstart=_addr(v4, 2),
+            dns=_addr(v4, 3),
+            **v6_opts,
+            hostname=b.spec.get("hostname") or b.vmi["metadata"]["name"],
+        )
         b.add("-netdev", ",".join([opts, *(f"hostfwd={h}" for h in hostfwd)]))
-        props: dict[str, object] = {"netdev": netdev, "id": _qemu_id("ua", name),
-                                    "mac": iface.get("macAddress")}
+        props: dict[str, object] = {
+            "netdev": netdev,
+            "id": _qemu_id("ua", name),
+            "mac": iface.get("macAddress"),
+        }
         if "bootOrder" in iface:
             props["bootindex"] = int(iface["bootOrder"])
         else:
@@ -377,8 +408,18 @@ def _interfaces(b: _Builder) -> None:
 def _console(b: _Builder) -> None:
     if b.devices.get("autoattachSerialConsole", True) is False:
         return
-    b.add("-chardev", _opts("socket", id="serial0", path=b.env.serial_socket, server=True, wait=False,
-                            logfile=b.env.serial_log, logappend=True))
+    b.add(
+        "-chardev",
+        _opts(
+            "socket",
+            id="serial0",
+            path=b.env.serial_socket,
+            server=True,
+            wait=False,
+            logfile=b.env.serial_log,
+            logappend=True,
+        ),
+    )
     b.add("-serial", "chardev:serial0")
 
 
@@ -392,8 +433,10 @@ def _graphics(b: _Builder) -> None:
 def _guest_agent(b: _Builder) -> None:
     b.add("-device", _opts("virtio-serial-pci", id="virtio-serial0"))
     b.add("-chardev", _opts("socket", id="qga0", path=b.env.guest_agent_socket, server=True, wait=False))
-    b.add("-device", _opts("virtserialport", bus="virtio-serial0.0", chardev="qga0",
-                           name="org.qemu.guest_agent.0"))
+    b.add(
+        "-device",
+        _opts("virtserialport", bus="virtio-serial0.0", chardev="qga0", name="org.qemu.guest_agent.0"),
+    )
 
 
 def _rng(b: _Builder) -> None:
@@ -412,7 +455,9 @@ def _watchdog(b: _Builder) -> None:
         raise LaunchError("spec.domain.devices.watchdog", "only the i6300esb watchdog is supported")
     action = esb.get("action", "reset")
     if action not in WATCHDOG_ACTIONS:
-        raise LaunchError("spec.domain.devices.watchdog.i6300esb.action",
-                          f"unsupported action {action!r} ({', '.join(WATCHDOG_ACTIONS)})")
+        raise LaunchError(
+            "spec.domain.devices.watchdog.i6300esb.action",
+            f"unsupported action {action!r} ({', '.join(WATCHDOG_ACTIONS)})",
+        )
     b.add("-device", _opts("i6300esb", id=_qemu_id("ua", watchdog.get("name", "watchdog"))))
     b.add("-action", f"watchdog={WATCHDOG_ACTIONS[action]}")

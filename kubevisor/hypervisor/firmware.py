@@ -15,9 +15,7 @@ OVMF_VARS_SECBOOT = OVMF_DIR / "OVMF_VARS_4M.ms.fd"  # Microsoft keys enrolled, 
 
 def efi_of(vmi: dict[str, Any]) -> dict[str, Any] | None:
     """The VMI's `firmware.bootloader.efi` (None for BIOS)."""
-    efi: dict[str, Any] | None = (
-        vmi["spec"]["domain"].get("firmware", {}).get("bootloader", {}).get("efi")
-    )
+    efi: dict[str, Any] | None = vmi["spec"]["domain"].get("firmware", {}).get("bootloader", {}).get("efi")
     return efi
 
 

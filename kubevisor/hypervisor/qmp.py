@@ -32,9 +32,7 @@ class QMP:
         self._client.register_listener(self._listener)
         self._pump: asyncio.Task[None] | None = None
 
-    async def connect(
-        self, socket: Path, timeout: float, alive: Callable[[], bool] | None = None
-    ) -> None:
+    async def connect(self, socket: Path, timeout: float, alive: Callable[[], bool] | None = None) -> None:
         """Connect, retrying until timeout; give up early once `alive()` says QEMU is gone."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -103,8 +103,11 @@ class VirtualMachine:
             raise VMError(f"{self.name}: QEMU did not start: {self.qemu_error()}") from None
         self._qmp.on_event(self._on_event)
         status = await self._qmp.execute("query-status")
-        self._set(VMState.PRELAUNCH if status["status"] == "prelaunch" else _from_status(status["status"]),
-                  "query-status", status)
+        self._set(
+            VMState.PRELAUNCH if status["status"] == "prelaunch" else _from_status(status["status"]),
+            "query-status",
+            status,
+        )
 
     async def resume(self) -> None:
         """Start the guest (after -S) or resume it after pause()."""

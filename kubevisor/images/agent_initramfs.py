@@ -28,11 +28,35 @@ PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib
 MODULES = ("virtio_pci", "virtio_console", "virtiofs", "virtio_rng")
 # Extension modules the agent never imports and whose libraries would only grow the image.
 DROP_DYNLOAD_PREFIXES = (
-    "_tkinter", "_curses", "_sqlite3", "_dbm", "_gdbm", "_ssl", "_hashlib", "_test", "_codecs_",
-    "readline", "_lzma", "_bz2", "_ctypes_test", "xxlimited", "_xxtest",
+    "_tkinter",
+    "_curses",
+    "_sqlite3",
+    "_dbm",
+    "_gdbm",
+    "_ssl",
+    "_hashlib",
+    "_test",
+    "_codecs_",
+    "readline",
+    "_lzma",
+    "_bz2",
+    "_ctypes_test",
+    "xxlimited",
+    "_xxtest",
 )
-DROP_STDLIB_DIRS = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-                    "unittest", "distutils", "sqlite3", "venv")
+DROP_STDLIB_DIRS = (
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "unittest",
+    "distutils",
+    "sqlite3",
+    "venv",
+)
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent"
 
 INIT_SCRIPT = """#!/bin/sh
@@ -111,8 +135,11 @@ def download_debs(packages: tuple[str, ...], dest: Path) -> list[Path]:
     versions = package_versions(packages)
     wanted = [f"{pkg}={ver}" for pkg, ver in versions.items()]
     have = {p.name.split("_")[0]: p for p in dest.glob("*.deb")}
-    missing = [w for w in wanted if w.split("=")[0] not in have
-               or _deb_version(have[w.split("=")[0]]) != w.split("=", 1)[1]]
+    missing = [
+        w
+        for w in wanted
+        if w.split("=")[0] not in have or _deb_version(have[w.split("=")[0]]) != w.split("=", 1)[1]
+    ]
     if missing:
         _run(["apt-get", "download", *missing], cwd=dest)
     debs = []
@@ -234,10 +261,26 @@ def populate(root: Path, debs: list[Path], modules_dir: Path) -> None:
     # Precompile with the guest interpreter itself (same magic number, same paths).
     env = {"PYTHONHOME": str(root / "usr"), "PATH": "/usr/bin:/bin"}
     subprocess.run(
-        [str(root / "usr/bin/python3.11"), "-S", "-m", "compileall", "-q", "-j", "0",
-         "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/",
-         str(stdlib), str(root / "opt/kvagent")],
-        check=True, env=env, capture_output=True,
+        [
+            str(root / "usr/bin/python3.11"),
+            "-S",
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(root),
+            "-p",
+            "/",
+            str(stdlib),
+            str(root / "opt/kvagent"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
     )
 
 
@@ -247,8 +290,12 @@ def write_cpio_gz(root: Path, dest: Path) -> None:
     listing = "\n".join([".", *names]) + "\n"
     tmp = dest.with_suffix(".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
-        proc = subprocess.Popen(["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"], cwd=root,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(listing.encode())
         proc.stdin.close()

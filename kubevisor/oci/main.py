@@ -31,8 +31,11 @@ class Log:
         import time
 
         t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (json.dumps({"level": level, "msg": msg, "time": t}) if self.fmt == "json"
-                else f'time="{t}" level={level} msg="{msg}"')
+        line = (
+            json.dumps({"level": level, "msg": msg, "time": t})
+            if self.fmt == "json"
+            else f'time="{t}" level={level} msg="{msg}"'
+        )
         try:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
@@ -54,8 +57,7 @@ def build_parser() -> Parser:
     from kubevisor import __version__
 
     p = Parser(prog=PROG, description="Run OCI containers inside lightweight VMs (runc-compatible CLI).")
-    p.add_argument("--version", "-v", action="version",
-                   version=f"{PROG} version {__version__}\nspec: 1.1.0")
+    p.add_argument("--version", "-v", action="version", version=f"{PROG} version {__version__}\nspec: 1.1.0")
     p.add_argument("--root", default=None, help="state directory (default /run/kubevisor-runtime)")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -129,10 +131,24 @@ def build_parser() -> Parser:
     verb("resume", "thaw a paused container").add_argument("id")
     u = verb("update", "update a container's resource limits (inside its VM)")
     u.add_argument("--resources", "-r", default=None)
-    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory",
-                 "--kernel-memory-tcp", "--cpu-period", "--cpu-quota", "--cpu-share", "--cpu-rt-period",
-                 "--cpu-rt-runtime", "--cpuset-cpus", "--cpuset-mems", "--pids-limit", "--blkio-weight",
-                 "--l3-cache-schema", "--mem-bw-schema"):
+    for flag in (
+        "--memory",
+        "--memory-reservation",
+        "--memory-swap",
+        "--kernel-memory",
+        "--kernel-memory-tcp",
+        "--cpu-period",
+        "--cpu-quota",
+        "--cpu-share",
+        "--cpu-rt-period",
+        "--cpu-rt-runtime",
+        "--cpuset-cpus",
+        "--cpuset-mems",
+        "--pids-limit",
+        "--blkio-weight",
+        "--l3-cache-schema",
+        "--mem-bw-schema",
+    ):
         u.add_argument(flag, default=None)
     u.add_argument("id")
     ev = verb("events", "print container stats (JSON)")
@@ -150,8 +166,25 @@ def features() -> dict[str, Any]:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
         "hooks": [],
-        "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate",
-                         "slave", "rslave", "shared", "rshared", "relatime", "strictatime", "mode", "size"],
+        "mountOptions": [
+            "bind",
+            "rbind",
+            "ro",
+            "rw",
+            "nosuid",
+            "nodev",
+            "noexec",
+            "private",
+            "rprivate",
+            "slave",
+            "rslave",
+            "shared",
+            "rshared",
+            "relatime",
+            "strictatime",
+            "mode",
+            "size",
+        ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts", "user"],
             "capabilities": [],
@@ -168,30 +201,51 @@ def default_spec(rootless: bool) -> dict[str, Any]:
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     return {
         "ociVersion": "1.1.0",
-        "process": {"terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
-                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                            "TERM=xterm"],
-                    "cwd": "/", "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
-                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                    "noNewPrivileges": True},
+        "process": {
+            "terminal": True,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "kubevisor",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            },
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            },
         ],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
-                  + ([{"type": "user"}] if rootless else []),
-                  "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
-                  "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                                    "/proc/sysrq-trigger"]},
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
+            + ([{"type": "user"}] if rootless else []),
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
     }
 
 
@@ -206,11 +260,17 @@ def _read_resources(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise RuntimeFailure(f"--resources: invalid JSON: {exc}") from None
     mem, cpu, pids = resources.get("memory") or {}, resources.get("cpu") or {}, resources.get("pids") or {}
-    for flag, section, key in (("memory", mem, "limit"), ("memory_reservation", mem, "reservation"),
-                               ("memory_swap", mem, "swap"), ("cpu_period", cpu, "period"),
-                               ("cpu_quota", cpu, "quota"), ("cpu_share", cpu, "shares"),
-                               ("cpuset_cpus", cpu, "cpus"), ("cpuset_mems", cpu, "mems"),
-                               ("pids_limit", pids, "limit")):
+    for flag, section, key in (
+        ("memory", mem, "limit"),
+        ("memory_reservation", mem, "reservation"),
+        ("memory_swap", mem, "swap"),
+        ("cpu_period", cpu, "period"),
+        ("cpu_quota", cpu, "quota"),
+        ("cpu_share", cpu, "shares"),
+        ("cpuset_cpus", cpu, "cpus"),
+        ("cpuset_mems", cpu, "mems"),
+        ("pids_limit", pids, "limit"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             section[key] = value if key in ("cpus", "mems") else int(value)
@@ -218,8 +278,9 @@ def _read_resources(args: argparse.Namespace) -> dict[str, Any]:
     if args.blkio_weight or args.l3_cache_schema or args.mem_bw_schema or args.kernel_memory:
         refused.append("blkio/intelRdt/kernel memory")
     if refused:
-        raise RuntimeFailure(f"update: {', '.join(refused)} cannot be changed inside a VM sandbox; "
-                             "memory, cpu and pids can")
+        raise RuntimeFailure(
+            f"update: {', '.join(refused)} cannot be changed inside a VM sandbox; memory, cpu and pids can"
+        )
     out = {k: v for k, v in (("memory", mem), ("cpu", cpu), ("pids", pids)) if v}
     if not out:
         raise RuntimeFailure("update: no resources given")
@@ -244,8 +305,10 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
         else:
             print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<31} OWNER")
             for s in states:
-                print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<31} "
-                      f"{s['owner']}")
+                print(
+                    f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<31} "
+                    f"{s['owner']}"
+                )
         return 0
     if verb == "features":
         print(json.dumps(features(), indent=2))
@@ -264,8 +327,14 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
     from kubevisor.oci import runtime as rt
 
     if verb == "create":
-        rt.create(store, args.id, Path(args.bundle), args.pid_file, args.console_socket,
-                  Path(args.log) if args.log else None)
+        rt.create(
+            store,
+            args.id,
+            Path(args.bundle),
+            args.pid_file,
+            args.console_socket,
+            Path(args.log) if args.log else None,
+        )
         return 0
     if verb == "run":
         rt.create(store, args.id, Path(args.bundle), args.pid_file, args.console_socket, None)
@@ -297,8 +366,18 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
             command = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not command:
                 raise rt.RuntimeFailure("exec: no command given (args or --process)")
-            process = rt.exec_spec_from_args(store, args.id, command, args.tty, args.cwd, args.env, args.user,
-                                             args.additional_gids, args.cap, args.no_new_privs)
+            process = rt.exec_spec_from_args(
+                store,
+                args.id,
+                command,
+                args.tty,
+                args.cwd,
+                args.env,
+                args.user,
+                args.additional_gids,
+                args.cap,
+                args.no_new_privs,
+            )
         return rt.exec_process(store, args.id, process, args.detach, args.pid_file, args.console_socket)
     if verb == "ps":
         host, guest = rt.ps_pids(store, args.id)
@@ -343,8 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every failure is one clear line, on stderr and in --log
         from kubevisor.oci.state import StateError
 
-        known = type(exc).__name__ in ("RuntimeFailure", "AgentError", "AgentGone", "SandboxError") or \
-            isinstance(exc, StateError | OSError)
+        known = type(exc).__name__ in (
+            "RuntimeFailure",
+            "AgentError",
+            "AgentGone",
+            "SandboxError",
+        ) or isinstance(exc, StateError | OSError)
         msg = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
         log.write("error", msg)
         print(f"{PROG}: {msg}", file=sys.stderr)

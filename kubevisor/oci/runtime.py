@@ -68,8 +68,9 @@ def send_console(console_socket: str, master: int) -> None:
         sock.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
 
 
-def fork_shim(store: Store, sb: Sandbox, cid: str, exec_id: str, tty_fd: int | None,
-              exit_file: Path | None) -> ProcRecord:
+def fork_shim(
+    store: Store, sb: Sandbox, cid: str, exec_id: str, tty_fd: int | None, exit_file: Path | None
+) -> ProcRecord:
     """Fork the shim (a child of this process, so it is reparented to the caller's subreaper)."""
     from kubevisor.oci.shim import run_shim
 
@@ -106,8 +107,14 @@ def vm_overrides() -> dict[str, Any]:
     return {"memory_mib": int(mem)} if mem else {}
 
 
-def create(store: Store, cid: str, bundle: Path, pid_file: str | None, console_socket: str | None,
-           log_file: Path | None) -> None:
+def create(
+    store: Store,
+    cid: str,
+    bundle: Path,
+    pid_file: str | None,
+    console_socket: str | None,
+    log_file: Path | None,
+) -> None:
     bundle = bundle.resolve()
     config = load_config(bundle)
     root_path = Path(config["root"]["path"])
@@ -121,8 +128,14 @@ def create(store: Store, cid: str, bundle: Path, pid_file: str | None, console_s
     sid, owns_sandbox = pod_membership(annotations, cid)
 
     store.reserve(cid)
-    rec = ContainerRecord(id=cid, bundle=str(bundle), rootfs=str(rootfs), sandbox_id=sid,
-                          created=now_rfc3339(), annotations=annotations)
+    rec = ContainerRecord(
+        id=cid,
+        bundle=str(bundle),
+        rootfs=str(rootfs),
+        sandbox_id=sid,
+        created=now_rfc3339(),
+        annotations=annotations,
+    )
     sb: Sandbox | None = None
     created_in_guest = False
     shim: ProcRecord | None = None
@@ -283,8 +296,14 @@ def delete(store: Store, cid: str, force: bool) -> None:
         remove_state_dir(store, cid)
 
 
-def exec_process(store: Store, cid: str, process: dict[str, Any], detach: bool, pid_file: str | None,
-                 console_socket: str | None) -> int:
+def exec_process(
+    store: Store,
+    cid: str,
+    process: dict[str, Any],
+    detach: bool,
+    pid_file: str | None,
+    console_socket: str | None,
+) -> int:
     try:
         validate_process(process, "process")
     except SpecError as exc:
@@ -340,16 +359,28 @@ def exec_process(store: Store, cid: str, process: dict[str, Any], detach: bool, 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
-def exec_spec_from_args(store: Store, cid: str, args: list[str], tty: bool, cwd: str | None,
-                        env: list[str], user: str | None, gids: list[int], caps: list[str],
-                        no_new_privs: bool) -> dict[str, Any]:
+def exec_spec_from_args(
+    store: Store,
+    cid: str,
+    args: list[str],
+    tty: bool,
+    cwd: str | None,
+    env: list[str],
+    user: str | None,
+    gids: list[int],
+    caps: list[str],
+    no_new_privs: bool,
+) -> dict[str, Any]:
     """An exec process.json built like runc does: the container's process, with overrides."""
     rec = store.load(cid)
     base: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         base = json.loads((Path(rec.bundle) / "config.json").read_text()).get("process", {}) or {}
-    process = {k: v for k, v in base.items() if k in ("env", "cwd", "user", "capabilities", "rlimits",
-                                                      "noNewPrivileges")}
+    process = {
+        k: v
+        for k, v in base.items()
+        if k in ("env", "cwd", "user", "capabilities", "rlimits", "noNewPrivileges")
+    }
     process["args"] = args
     process["terminal"] = tty
     process.setdefault("cwd", "/")
@@ -392,8 +423,11 @@ def simple_op(store: Store, cid: str, op: str, new_status: str | None = None, **
 def ps_pids(store: Store, cid: str) -> tuple[list[int], list[int]]:
     """(host pids standing for the container's processes (shims), guest pids)."""
     rec = store.load(cid)
-    host = [r.pid for r in (rec.shim_record, *(ProcRecord.from_json(e) for e in rec.execs.values()))
-            if r is not None and r.alive()]
+    host = [
+        r.pid
+        for r in (rec.shim_record, *(ProcRecord.from_json(e) for e in rec.execs.values()))
+        if r is not None and r.alive()
+    ]
     guest: list[int] = []
     if store.status(rec) != "stopped":
         with contextlib.suppress(RuntimeFailure, AgentError, OSError), agent_for(store, rec) as agent:
@@ -406,11 +440,19 @@ def stats_event(store: Store, cid: str) -> dict[str, Any]:
     with agent_for(store, rec) as agent:
         raw = agent.call("stats", container_id=cid)["stats"]
     data: dict[str, Any] = {
-        "cpu": {"usage": {"total": int(raw.get("cpu.usage_usec", 0)) * 1000,
-                          "user": int(raw.get("cpu.user_usec", 0)) * 1000,
-                          "kernel": int(raw.get("cpu.system_usec", 0)) * 1000}},
-        "memory": {"usage": {"usage": raw.get("memory.current", 0),
-                             "limit": raw.get("memory.max", 0) if raw.get("memory.max") != "max" else 0}},
+        "cpu": {
+            "usage": {
+                "total": int(raw.get("cpu.usage_usec", 0)) * 1000,
+                "user": int(raw.get("cpu.user_usec", 0)) * 1000,
+                "kernel": int(raw.get("cpu.system_usec", 0)) * 1000,
+            }
+        },
+        "memory": {
+            "usage": {
+                "usage": raw.get("memory.current", 0),
+                "limit": raw.get("memory.max", 0) if raw.get("memory.max") != "max" else 0,
+            }
+        },
         "pids": {"current": raw.get("pids.current", 0)},
         "guest": {k.removeprefix("guest."): v for k, v in raw.items() if k.startswith("guest.")},
     }

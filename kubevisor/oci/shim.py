@@ -23,9 +23,24 @@ from pathlib import Path
 
 from kubevisor.agent import protocol as p
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGALRM, signal.SIGCONT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
-             signal.SIGPWR, signal.SIGXCPU, signal.SIGVTALRM, signal.SIGPROF, signal.SIGURG)
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGCONT,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGPWR,
+    signal.SIGXCPU,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGURG,
+)
 LOST_AGENT_STATUS = 137  # the VM went away under the process: report it as killed
 
 
@@ -49,8 +64,11 @@ class Shim:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(self.agent_socket))
         self.sock = sock
-        self.send(p.encode_json(1, p.REQUEST, {"op": "attach", "container_id": self.container_id,
-                                                "exec_id": self.exec_id}))
+        self.send(
+            p.encode_json(
+                1, p.REQUEST, {"op": "attach", "container_id": self.container_id, "exec_id": self.exec_id}
+            )
+        )
 
     def send(self, data: bytes) -> None:
         assert self.sock is not None
@@ -61,8 +79,11 @@ class Shim:
         """Fire-and-forget request (signals, resizes): answers are ignored."""
         sid = self.next_id
         self.next_id += 2
-        self.send(p.encode_json(sid, p.REQUEST, {"op": op, "container_id": self.container_id,
-                                                  "exec_id": self.exec_id, **args}))
+        self.send(
+            p.encode_json(
+                sid, p.REQUEST, {"op": op, "container_id": self.container_id, "exec_id": self.exec_id, **args}
+            )
+        )
 
     def forward_signal(self, sig: int) -> None:
         if sig == signal.SIGWINCH:
@@ -80,7 +101,7 @@ class Shim:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         except BlockingIOError:
             os.set_blocking(fd, True)
             self.write_out(fd, bytes(view))
@@ -174,8 +195,14 @@ def prepare_tty(fd: int, controlling: bool) -> None:
             fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
 
 
-def run_shim(agent_socket: Path, container_id: str, exec_id: str, tty_fd: int | None,
-             exit_file: Path | None, session: bool) -> int:
+def run_shim(
+    agent_socket: Path,
+    container_id: str,
+    exec_id: str,
+    tty_fd: int | None,
+    exit_file: Path | None,
+    session: bool,
+) -> int:
     if session:
         with contextlib.suppress(OSError):
             os.setsid()

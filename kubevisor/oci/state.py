@@ -124,8 +124,11 @@ class Store:
     def ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / "state.json").exists())
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "state.json").exists()
+        )
 
     def exit_status(self, cid: str) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -145,8 +148,14 @@ class Store:
         shim = rec.shim_record
         pid = shim.pid if shim is not None and status in ("created", "running", "paused") else 0
         state: dict[str, Any] = {
-            "ociVersion": OCI_VERSION, "id": rec.id, "pid": pid, "status": status, "bundle": rec.bundle,
-            "rootfs": rec.rootfs, "created": rec.created, "owner": rec.owner,
+            "ociVersion": OCI_VERSION,
+            "id": rec.id,
+            "pid": pid,
+            "status": status,
+            "bundle": rec.bundle,
+            "rootfs": rec.rootfs,
+            "created": rec.created,
+            "owner": rec.owner,
         }
         if rec.annotations:
             state["annotations"] = rec.annotations

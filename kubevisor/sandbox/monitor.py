@@ -71,13 +71,15 @@ class Monitor:
     def boot(self) -> None:
         self.paths.shared.mkdir(parents=True, exist_ok=True)
         with open(self.paths.dir / "virtiofsd.log", "ab") as vlog:
-            self.virtiofsd = subprocess.Popen(virtiofsd_argv(self.cfg, self.paths),
-                                              stdin=subprocess.DEVNULL, stdout=vlog, stderr=vlog)
+            self.virtiofsd = subprocess.Popen(
+                virtiofsd_argv(self.cfg, self.paths), stdin=subprocess.DEVNULL, stdout=vlog, stderr=vlog
+            )
         self.record()
         self._wait_for(self.paths.virtiofsd_socket, self.virtiofsd, "virtiofsd")
         with open(self.paths.dir / "qemu.log", "ab") as qlog:
-            self.qemu = subprocess.Popen(qemu_argv(self.cfg, self.paths), stdin=subprocess.DEVNULL,
-                                         stdout=qlog, stderr=qlog)
+            self.qemu = subprocess.Popen(
+                qemu_argv(self.cfg, self.paths), stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog
+            )
         self.record()
 
     def _wait_for(self, path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
@@ -229,8 +231,12 @@ class Monitor:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        for path in (self.paths.agent_socket, self.paths.agent_serial, self.paths.qmp,
-                     self.paths.virtiofsd_socket):
+        for path in (
+            self.paths.agent_socket,
+            self.paths.agent_serial,
+            self.paths.qmp,
+            self.paths.virtiofsd_socket,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -55,8 +55,13 @@ class Sandbox:
         return VMPaths(self.vm_dir)
 
     def save(self) -> None:
-        data = {"id": self.id, "vm_dir": str(self.vm_dir), "vm": self.vm.to_json(),
-                "monitor": self.monitor.to_json() if self.monitor else None, "containers": self.containers}
+        data = {
+            "id": self.id,
+            "vm_dir": str(self.vm_dir),
+            "vm": self.vm.to_json(),
+            "monitor": self.monitor.to_json() if self.monitor else None,
+            "containers": self.containers,
+        }
         tmp = self.state_dir / "sandbox.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.state_dir / "sandbox.json")
@@ -67,9 +72,14 @@ class Sandbox:
             data = json.loads((state_dir / "sandbox.json").read_text())
         except FileNotFoundError:
             raise SandboxError(f"sandbox state {state_dir} does not exist") from None
-        return cls(id=data["id"], state_dir=state_dir, vm_dir=Path(data["vm_dir"]),
-                   vm=VMConfig.from_json(data["vm"]), monitor=ProcRecord.from_json(data.get("monitor")),
-                   containers=list(data.get("containers", [])))
+        return cls(
+            id=data["id"],
+            state_dir=state_dir,
+            vm_dir=Path(data["vm_dir"]),
+            vm=VMConfig.from_json(data["vm"]),
+            monitor=ProcRecord.from_json(data.get("monitor")),
+            containers=list(data.get("containers", [])),
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -97,9 +107,14 @@ class Sandbox:
     def start_monitor(self, log_file: Path | None) -> None:
         # A new session and no inherited stdio: the monitor must not hold the caller's pipes.
         with open(log_file or (self.vm_dir / "monitor.log"), "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "kubevisor.sandbox.monitor", str(self.vm_dir)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kubevisor.sandbox.monitor", str(self.vm_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
         self.monitor = ProcRecord.of(proc.pid)
         self.save()
         # Forget the Popen: the monitor outlives us and is reaped by whoever inherits it.

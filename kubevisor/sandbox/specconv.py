@@ -97,8 +97,9 @@ def guest_config(config: dict[str, Any], container_id: str) -> tuple[dict[str, A
             process.pop(key, None)
     linux = cfg.setdefault("linux", {})
     linux["cgroupsPath"] = f"/kubevisor/{container_id}"
-    linux["namespaces"] = [{"type": ns["type"]} for ns in linux.get("namespaces", [])
-                           if isinstance(ns, dict) and "type" in ns]
+    linux["namespaces"] = [
+        {"type": ns["type"]} for ns in linux.get("namespaces", []) if isinstance(ns, dict) and "type" in ns
+    ]
     for key in ("mountLabel", "intelRdt"):
         linux.pop(key, None)
     resources = linux.get("resources")

@@ -241,10 +241,11 @@ def _resolve_image(image: str, field: str, resolver: ImageResolver | None) -> Pa
     resolve = resolver or _image_store_resolver()
     try:
         base = Path(resolve(image))
-    except (KeyError, FileNotFoundError, LookupError) as exc:
-        raise VolumeError(
-            field, f"{field}: image {image!r} is not in the local image store ({exc})"
-        ) from None
+    except VolumeError:
+        raise
+    except Exception as exc:  # the resolver is a plug-in boundary: any failure means "no such image"
+        detail = str(exc) or type(exc).__name__
+        raise VolumeError(field, f"{field}: image {image!r} cannot be resolved: {detail}") from None
     if not base.is_file():
         raise VolumeError(field, f"{field}: disk of image {image!r} not found at {base}")
     return base.resolve()

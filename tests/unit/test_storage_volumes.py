@@ -358,3 +358,19 @@ def test_bad_volume_specs_name_the_field(tmp_path, volumes, field):
         prepare_volumes(spec, tmp_path / "w")
     assert info.value.fields == [field]
     assert not (tmp_path / "w").exists()
+
+
+def test_real_image_store_missing_image(tmp_path):
+    """With the project's ImageStore (empty store), a missing image is a one-line field error."""
+    from kubevisor.images.store import ImageStore
+
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(ValidationError) as info:
+        prepare_volumes(
+            vmi({"name": "root", "containerDisk": {"image": "kubevisor/nope:1"}}),
+            tmp_path / "w",
+            image_resolver=store.resolve_disk,
+        )
+    assert info.value.fields == ["spec.volumes[0].containerDisk.image"]
+    assert "kubevisor/nope:1" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "w").exists()
