@@ -886,6 +886,8 @@ class Registry:
             and (new.get("spec") or {}).get("nodeName")
             and (new.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             and grace != 0
+            # a pod on a node that does not exist has no agent to finish its deletion
+            and self.storage.get(f"/core/nodes/-/{new['spec']['nodeName']}") is not None
         )
         if rt.kind == "Namespace" and rt.group == "":
             if name in SYSTEM_NAMESPACES:

@@ -233,3 +233,105 @@ def test_kopf_standalone_handles_custom_resource(
             proc.kill()
             out, _ = proc.communicate()
     assert b"Traceback" not in out or b"CancelledError" in out, out.decode()[-3000:]
+
+
+def test_crd_with_two_served_versions_and_deletion(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    schema = {
+        "openAPIV3Schema": {
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "properties": {"n": {"type": "integer", "default": 7}}}
+            },
+        }
+    }
+    ext.create_custom_resource_definition(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "dual.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Cluster",
+                "names": {"plural": "dual", "singular": "dualone", "kind": "Dual", "listKind": "DualList"},
+                "versions": [
+                    {"name": "v1beta1", "served": True, "storage": False, "schema": schema},
+                    {"name": "v1", "served": True, "storage": True, "schema": schema},
+                ],
+            },
+        }
+    )
+    co = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            co.create_cluster_custom_object(
+                "example.com",
+                "v1beta1",
+                "dual",
+                {"apiVersion": "example.com/v1beta1", "kind": "Dual", "metadata": {"name": "d1"}, "spec": {}},
+            )
+            break
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    as_v1 = co.get_cluster_custom_object("example.com", "v1", "dual", "d1")
+    assert as_v1["apiVersion"] == "example.com/v1" and as_v1["spec"] == {"n": 7}
+    as_beta = co.list_cluster_custom_object("example.com", "v1beta1", "dual")["items"]
+    assert [o["apiVersion"] for o in as_beta] == ["example.com/v1beta1"]
+    crd = ext.read_custom_resource_definition("dual.example.com")
+    assert crd.status.stored_versions == ["v1"]
+    assert crd.status.accepted_names.kind == "Dual"
+    # deleting the CRD deletes its objects first, then the CRD and its API
+    ext.delete_custom_resource_definition("dual.example.com")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ext.read_custom_resource_definition("dual.example.com")
+        except ApiException as exc:
+            assert exc.status == 404
+            break
+        time.sleep(0.1)
+    with pytest.raises(ApiException) as err:
+        co.list_cluster_custom_object("example.com", "v1", "dual")
+    assert err.value.status == 404
+
+
+def test_pod_binding_status_and_graceful_deletion(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_node({"metadata": {"name": "node-a"}})
+    core.create_namespaced_pod(
+        "default", {"metadata": {"name": "bound"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    )
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "bound"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
+    }
+    core.create_namespaced_pod_binding("bound", "default", binding, _preload_content=False)
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod_binding("bound", "default", binding, _preload_content=False)
+    assert err.value.status == 409
+    listed = core.list_namespaced_pod("default", field_selector="spec.nodeName=node-a").items
+    assert [p.metadata.name for p in listed] == ["bound"]
+    core.patch_namespaced_pod_status(
+        "bound",
+        "default",
+        {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    core.patch_namespaced_pod_status(
+        "bound", "default", {"status": {"conditions": [{"type": "ContainersReady", "status": "True"}]}}
+    )
+    pod = core.read_namespaced_pod("bound", "default")
+    assert pod.status.phase == "Running"
+    assert {c.type for c in pod.status.conditions} == {"PodScheduled", "Ready", "ContainersReady"}
+    # a pod on an existing node waits for its node agent to finish the deletion
+    core.delete_namespaced_pod("bound", "default")
+    pod = core.read_namespaced_pod("bound", "default")
+    assert pod.metadata.deletion_timestamp is not None and pod.metadata.deletion_grace_period_seconds == 30
+    core.delete_namespaced_pod("bound", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod("bound", "default")
+    assert err.value.status == 404

@@ -220,10 +220,16 @@ class Cluster:
             except ApiError as exc:
                 if not exc.not_found:
                     raise
-                kube.create(LEASES, "kube-node-lease", {
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": name, "namespace": "kube-node-lease"},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}})
+                kube.create(
+                    LEASES,
+                    "kube-node-lease",
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": name, "namespace": "kube-node-lease"},
+                        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+                    },
+                )
 
         def reap() -> None:
             # As a kubelet does once the containers are stopped: delete with grace 0.
