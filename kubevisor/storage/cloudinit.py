@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pycdlib
+from kubevisor.storage.iso import write_iso
 
 NOCLOUD_LABEL = "cidata"
 CONFIGDRIVE_LABEL = "config-2"
@@ -120,7 +118,7 @@ def write_nocloud_iso(dest: Path, data: CloudInitData, *, instance_id: str, host
     ]
     if data.network_data is not None:
         files.append(("network-config", data.network_data))
-    _write_iso(dest, NOCLOUD_LABEL, files)
+    write_iso(dest, NOCLOUD_LABEL, files)
 
 
 def write_configdrive_iso(dest: Path, data: CloudInitData, *, uuid: str, hostname: str, name: str) -> None:
@@ -132,47 +130,4 @@ def write_configdrive_iso(dest: Path, data: CloudInitData, *, uuid: str, hostnam
         files.append(("openstack/latest/user_data", data.user_data))
     if data.network_data is not None:
         files.append(("openstack/latest/network_data.json", data.network_data))
-    _write_iso(dest, CONFIGDRIVE_LABEL, files)
-
-
-def _write_iso(dest: Path, label: str, files: list[tuple[str, bytes]]) -> None:
-    """Write an ISO9660 image (Rock Ridge + Joliet) atomically: a partial file never stays."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident=label, joliet=3, rock_ridge="1.09")
-    short_names: dict[str, str] = {"": ""}  # long directory path -> ISO9660 path
-    try:
-        for long_path, payload in files:
-            parts = long_path.split("/")
-            for depth in range(1, len(parts)):
-                long_dir = "/".join(parts[:depth])
-                if long_dir not in short_names:
-                    parent = short_names["/".join(parts[: depth - 1])]
-                    short = f"{parent}/{_iso_name(parts[depth - 1], directory=True)}"
-                    iso.add_directory(short, rr_name=parts[depth - 1], joliet_path=f"/{long_dir}")
-                    short_names[long_dir] = short
-            parent = short_names["/".join(parts[:-1])]
-            iso.add_fp(
-                io.BytesIO(payload),
-                len(payload),
-                f"{parent}/{_iso_name(parts[-1], directory=False)};1",
-                rr_name=parts[-1],
-                joliet_path=f"/{long_path}",
-            )
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        try:
-            iso.write(str(tmp))
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-    finally:
-        iso.close()
-
-
-def _iso_name(name: str, *, directory: bool) -> str:
-    """An ISO9660 level-1-style 8.3 name (d-characters); the real name lives in RR/Joliet."""
-    stem, _, ext = name.partition(".") if not directory else (name, "", "")
-    clean = "".join(c if c.isalnum() else "_" for c in stem.upper())[:8] or "_"
-    if directory:
-        return clean
-    ext_clean = "".join(c if c.isalnum() else "_" for c in ext.upper())[:3]
-    return f"{clean}.{ext_clean}"
+    write_iso(dest, CONFIGDRIVE_LABEL, files)

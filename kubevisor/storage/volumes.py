@@ -39,6 +39,14 @@ from kubevisor.storage.cloudinit import (
     write_configdrive_iso,
     write_nocloud_iso,
 )
+from kubevisor.storage.configdisks import (
+    DEFAULT_LABEL,
+    ConfigDiskError,
+    DataResolver,
+    downward_api_files,
+    resolve_keyed,
+)
+from kubevisor.storage.iso import write_iso
 
 # containerDisk image reference -> the disk file inside the (locally stored) image.
 ImageResolver = Callable[[str], Path]
@@ -68,8 +76,16 @@ def prepare_volumes(
     image_resolver: ImageResolver | None = None,
     secret_resolver: SecretResolver | None = None,
     claim_resolver: ClaimResolver | None = None,
+    configmap_resolver: DataResolver | None = None,
+    serviceaccount_resolver: DataResolver | None = None,
 ) -> dict[str, VolumeSource]:
     """Create the files for every volume of `vmi` (ideally already defaulted and validated).
+
+    Resolvers (supplied by the control plane; without them those volume types are an error):
+    `image_resolver(ref)` -> base disk file (default: the local ImageStore),
+    `secret_resolver(name)` / `configmap_resolver(name)` -> {key: bytes} (KeyError when absent),
+    `serviceaccount_resolver(name)` -> {"token", "ca.crt", "namespace"},
+    `claim_resolver(claimName)` -> the claim's disk image.
 
     Returns volume name -> VolumeSource. Raises ValidationError (one cause, naming the volume's
     field) and removes what it created when a volume cannot be prepared.
@@ -106,6 +122,9 @@ def prepare_volumes(
                 image_resolver=image_resolver,
                 secret_resolver=secret_resolver,
                 claim_resolver=claim_resolver,
+                configmap_resolver=configmap_resolver,
+                serviceaccount_resolver=serviceaccount_resolver,
+                metadata=meta,
             )
     except VolumeError as exc:
         _rollback(created, workdir if created_workdir else None)
@@ -148,6 +167,9 @@ def _prepare_one(
     image_resolver: ImageResolver | None,
     secret_resolver: SecretResolver | None,
     claim_resolver: ClaimResolver | None,
+    configmap_resolver: DataResolver | None,
+    serviceaccount_resolver: DataResolver | None,
+    metadata: Mapping[str, Any],
 ) -> VolumeSource:
     vol_name = str(volume["name"])
     sources = [k for k in volume if k != "name"]
@@ -209,6 +231,28 @@ def _prepare_one(
             fw = (firmware.get("uuid") if isinstance(firmware, Mapping) else None) or firmware_uuid(vmi_name)
             write_configdrive_iso(seed, data, uuid=str(fw), hostname=hostname, name=vmi_name)
         return VolumeSource(path=seed, format="raw", readonly=True)
+
+    if source in ("configMap", "secret", "serviceAccount", "downwardAPI"):
+        try:
+            if source == "configMap":
+                name, optional = body.get("name"), bool(body.get("optional"))
+                files = resolve_keyed("ConfigMap", name, optional, f"{field}.name", configmap_resolver)
+            elif source == "secret":
+                name, optional = body.get("secretName"), bool(body.get("optional"))
+                files = resolve_keyed("Secret", name, optional, f"{field}.secretName", secret_resolver)
+            elif source == "serviceAccount":
+                name = body.get("serviceAccountName")
+                files = resolve_keyed(
+                    "ServiceAccount", name, False, f"{field}.serviceAccountName", serviceaccount_resolver
+                )
+            else:
+                files = downward_api_files(body.get("fields"), metadata, field)
+        except ConfigDiskError as exc:
+            raise VolumeError(exc.field, str(exc)) from None
+        disk = workdir / f"{vol_name}.iso"
+        _track(created, disk)
+        write_iso(disk, str(body.get("volumeLabel") or DEFAULT_LABEL), files)
+        return VolumeSource(path=disk, format="raw", readonly=True)
 
     raise VolumeError(
         field,

@@ -313,8 +313,73 @@ def test_failure_in_existing_workdir_removes_only_new_files(tmp_path):
 
 def test_unsupported_source_is_an_error(tmp_path):
     with pytest.raises(ValidationError) as info:
+        prepare_volumes(vmi({"name": "dv", "dataVolume": {"name": "x"}}), tmp_path / "w")
+    assert info.value.fields == ["spec.volumes[0].dataVolume"]
+    with pytest.raises(ValidationError) as info:
         prepare_volumes(vmi({"name": "cm", "configMap": {"name": "x"}}), tmp_path / "w")
-    assert info.value.fields == ["spec.volumes[0].configMap"]
+    assert info.value.fields == ["spec.volumes[0].configMap.name"]
+    assert "without an apiserver" in str(info.value)
+
+
+def test_config_disks(tmp_path):
+    configmaps = {"app-config": {"app.properties": b"a=1\n", "settings.yaml": b"x: 1\n"}}
+    secrets = {"creds": {"password": b"s3cret"}}
+    spec = vmi(
+        {"name": "cm", "configMap": {"name": "app-config"}},
+        {"name": "sec", "secret": {"secretName": "creds", "volumeLabel": "creds"}},
+        {"name": "opt", "secret": {"secretName": "absent", "optional": True}},
+        {
+            "name": "dapi",
+            "downwardAPI": {
+                "fields": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                    {"path": "tier", "fieldRef": {"fieldPath": "metadata.labels['tier']"}},
+                ]
+            },
+        },
+    )
+    spec["metadata"]["labels"] = {"tier": "web", "app": "shop"}
+    sources = prepare_volumes(
+        spec, tmp_path / "w", configmap_resolver=configmaps.__getitem__, secret_resolver=secrets.__getitem__
+    )
+    label, files = read_iso(sources["cm"].path)
+    assert label == "cfgdata" and files == {"/app.properties": b"a=1\n", "/settings.yaml": b"x: 1\n"}
+    label, files = read_iso(sources["sec"].path)
+    assert label == "creds" and files == {"/password": b"s3cret"}
+    assert read_iso(sources["opt"].path)[1] == {}
+    _, files = read_iso(sources["dapi"].path)
+    assert files == {"/labels": b'app="shop"\ntier="web"', "/name": b"testvm", "/tier": b"web"}
+    assert all(s.readonly and s.format == "raw" for s in sources.values())
+
+    with pytest.raises(ValidationError) as info:
+        prepare_volumes(
+            vmi({"name": "sec", "secret": {"secretName": "absent"}}),
+            tmp_path / "x",
+            secret_resolver=secrets.__getitem__,
+        )
+    assert info.value.fields == ["spec.volumes[0].secret.secretName"]
+
+
+def test_iso_keeps_long_and_colliding_names(tmp_path):
+    from kubevisor.storage.iso import write_iso
+
+    names = [f"configuration-file-number-{i}.properties" for i in range(12)] + ["x" * 100]
+    write_iso(
+        tmp_path / "t.iso", "cfgdata", [(n, n.encode()) for n in names] + [("dir/sub/deep-file.txt", b"d")]
+    )
+    iso = pycdlib.PyCdlib()
+    iso.open(str(tmp_path / "t.iso"))
+    try:
+        found = {}
+        for dirname, _dirs, files in iso.walk(rr_path="/"):
+            for name in files:
+                buf = io.BytesIO()
+                iso.get_file_from_iso_fp(buf, rr_path=f"{dirname.rstrip('/')}/{name}")
+                found[f"{dirname.rstrip('/')}/{name}".lstrip("/")] = buf.getvalue()
+    finally:
+        iso.close()
+    assert found == {**{n: n.encode() for n in names}, "dir/sub/deep-file.txt": b"d"}
 
 
 def test_cleanup_refuses_foreign_directories(tmp_path):
