@@ -178,8 +178,8 @@ class APIServer:
         if head == "version" and len(parts) == 1:
             return json_response(KUBE_VERSION)
         if head in ("healthz", "livez", "readyz"):
-            if head == "readyz" and not self.ready:
-                return web.Response(status=500, text="[-]storage not ready\nreadyz check failed\n")
+            if head != "livez" and (not self.ready or not self.storage.healthy):
+                return web.Response(status=500, text=f"[-]storage not ready\n{head} check failed\n")
             return web.Response(text="ok")
         if head == "openapi":
             return self._openapi(parts, request)

@@ -132,6 +132,11 @@ class Storage(Protocol):
     def revision(self) -> int: ...
 
     @property
+    def healthy(self) -> bool:
+        """False once a write failed to persist (the server then refuses writes)."""
+        ...
+
+    @property
     def oldest_revision(self) -> int:
         """Events after this revision are retained; watching from older ones is 410."""
         ...

@@ -251,6 +251,10 @@ class SQLiteStorage:
         return self._rev
 
     @property
+    def healthy(self) -> bool:
+        return self._broken is None and self._writer is not None
+
+    @property
     def oldest_revision(self) -> int:
         return self._ring_start
 
