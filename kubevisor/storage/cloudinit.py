@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +102,23 @@ def _one_of(
     return None
 
 
+_PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+_YAML_SPECIAL = frozenset({"true", "false", "yes", "no", "y", "n", "on", "off", "null", "~"})
+_NUMBER_LIKE = re.compile(r"^[-+]?(\d[\d_]*(\.\d*)?([eE][-+]?\d+)?|0[xob][0-9a-fA-F_]+|\.\d+)$")
+
+
+def _yaml_scalar(value: str) -> str:
+    # Plain like KubeVirt writes it (DNS names); anything YAML would read as another type, or that
+    # needs escaping, double-quoted (JSON strings are valid YAML).
+    if _PLAIN_SCALAR.match(value) and value.lower() not in _YAML_SPECIAL and not _NUMBER_LIKE.match(value):
+        return value
+    return json.dumps(value)
+
+
 def nocloud_meta_data(*, instance_id: str, hostname: str) -> bytes:
-    # YAML by hand: two scalar keys; values are validated DNS names / uuids, but quote anyway.
-    return f"instance-id: {json.dumps(instance_id)}\nlocal-hostname: {json.dumps(hostname)}\n".encode()
+    return f"instance-id: {_yaml_scalar(instance_id)}\nlocal-hostname: {_yaml_scalar(hostname)}\n".encode()
 
 
 def configdrive_meta_data(*, uuid: str, hostname: str, name: str) -> bytes:

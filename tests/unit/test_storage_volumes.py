@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
+import yaml
 
 from kubevisor.api.errors import ValidationError
 from kubevisor.hypervisor.model import VolumeSource
@@ -213,7 +214,8 @@ def test_nocloud_seed(tmp_path):
     assert files["/user-data"] == b"#cloud-config\nhostname: h\n"
     assert files["/network-config"] == network.encode()
     meta = files["/meta-data"].decode()
-    assert 'instance-id: "testvm.ns1"' in meta and 'local-hostname: "myhost"' in meta
+    assert yaml.safe_load(meta) == {"instance-id": "testvm.ns1", "local-hostname": "myhost"}
+    assert meta == "instance-id: testvm.ns1\nlocal-hostname: myhost\n"  # plain, as KubeVirt writes it
 
 
 def test_configdrive_seed_from_base64(tmp_path):
@@ -439,3 +441,13 @@ def test_real_image_store_missing_image(tmp_path):
     assert info.value.fields == ["spec.volumes[0].containerDisk.image"]
     assert "kubevisor/nope:1" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "value", ["vm-1", "legacy.default", "yes", "null", "No", "123", "1e3", "0x1f", "a b", "x: y"]
+)
+def test_nocloud_meta_data_round_trips_through_yaml(value):
+    from kubevisor.storage.cloudinit import nocloud_meta_data
+
+    meta = nocloud_meta_data(instance_id=value, hostname=value).decode()
+    assert yaml.safe_load(meta) == {"instance-id": value, "local-hostname": value}
