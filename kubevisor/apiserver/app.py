@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from pathlib import Path
 
 from aiohttp import web
 
-from kubevisor.apiserver.certs import ensure_pki, ensure_tokens, write_kubeconfig
+from kubevisor.apiserver.certs import add_token, ensure_pki, ensure_tokens, write_kubeconfig
 from kubevisor.apiserver.controllers import Controllers
 from kubevisor.apiserver.extensions import Extensions
 from kubevisor.apiserver.registry import SYSTEM_NAMESPACES, Registry, WriteOptions
@@ -43,6 +44,8 @@ class EmbeddedAPIServer:
         self._runner: web.AppRunner | None = None
         self._compactor: asyncio.Task[None] | None = None
         self.api: APIServer | None = None
+        self._server_url = ""
+        self._ca_crt: Path | None = None
 
     async def start(self, host: str, port: int) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -67,10 +70,27 @@ class EmbeddedAPIServer:
         self.port = sockets[0].getsockname()[1] if sockets else port
         self.api.address = f"{host}:{self.port}"
         shown = f"[{host}]" if ":" in host else host
-        write_kubeconfig(self.kubeconfig_path, f"https://{shown}:{self.port}", ca_crt, admin_token)
+        self._server_url, self._ca_crt = f"https://{shown}:{self.port}", ca_crt
+        write_kubeconfig(self.kubeconfig_path, self._server_url, ca_crt, admin_token)
         await self.controllers.start()
         self._compactor = asyncio.create_task(self._compact_loop())
         self.api.ready = True
+
+    def kubeconfig_for(self, user: str, path: Path | None = None) -> Path:
+        """A kubeconfig for `user` (token created on first use), e.g. "system:kubevisor-controller".
+
+        Admission hooks see the user as `AdmissionRequest.user`; every user may do everything
+        (there is no RBAC). Written to DATA/<user>.kubeconfig unless `path` is given.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9:._@-]{1,128}", user):
+            raise ValueError(f"user: invalid name {user!r}")
+        if self.api is None or self._ca_crt is None:
+            raise RuntimeError("kubeconfig_for: the server is not started")
+        token = add_token(self.data_dir / "tokens.csv", user)
+        self.api.tokens[token] = user
+        target = path or self.data_dir / f"{user.replace(':', '_')}.kubeconfig"
+        write_kubeconfig(target, self._server_url, self._ca_crt, token, user)
+        return target
 
     async def _seed(self) -> None:
         rt = self.registry.lookup("", "v1", "namespaces")

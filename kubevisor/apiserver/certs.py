@@ -105,21 +105,38 @@ def ensure_pki(pki: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
     return ca_crt, srv_crt, srv_key
 
 
-def ensure_tokens(path: Path) -> tuple[str, set[str]]:
-    """(admin token, all accepted tokens). tokens.csv: token,user lines, like kube-apiserver's."""
+def ensure_tokens(path: Path) -> tuple[str, dict[str, str]]:
+    """(admin token, token -> user). tokens.csv: `token,user` lines, like kube-apiserver's."""
     if not path.exists():
         _write_private(path, f"{secrets.token_hex(24)},admin\n".encode())
-    tokens = []
+    tokens: dict[str, str] = {}
+    first = ""
     for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            tokens.append(line.split(",")[0])
+            token, _, user = line.partition(",")
+            tokens[token] = user.split(",")[0] or "admin"
+            first = first or token
     if not tokens:
         raise ValueError(f"{path}: no tokens")
-    return tokens[0], set(tokens)
+    return first, tokens
 
 
-def write_kubeconfig(path: Path, server: str, ca_crt: Path, token: str) -> None:
+def add_token(path: Path, user: str) -> str:
+    """The token of `user` in tokens.csv, appending a new one if the user has none."""
+    _, tokens = ensure_tokens(path)
+    for token, name in tokens.items():
+        if name == user:
+            return token
+    token = secrets.token_hex(24)
+    with path.open("a") as fh:
+        fh.write(f"{token},{user}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return token
+
+
+def write_kubeconfig(path: Path, server: str, ca_crt: Path, token: str, user: str = "admin") -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -39,15 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve pods/log from container log files in kubelet's layout under this directory",
     )
+    parser.add_argument(
+        "--kubeconfig-for",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="also write DIR/USER.kubeconfig with its own token (repeatable)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
-async def serve(data_dir: Path, host: str, port: int, pod_log_dir: Path | None = None) -> None:
+async def serve(
+    data_dir: Path, host: str, port: int, pod_log_dir: Path | None = None, users: list[str] | None = None
+) -> None:
     server = EmbeddedAPIServer(data_dir)
     if pod_log_dir is not None:
         server.extensions.set_log_source(PodLogDirectory(pod_log_dir))
     await server.start(host, port)
+    for user in users or []:
+        server.kubeconfig_for(user)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,7 +89,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"kubevisor apiserver: --data-dir: {data_dir} is not a directory", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(data_dir, host, port, args.pod_log_dir))
+        asyncio.run(serve(data_dir, host, port, args.pod_log_dir, args.kubeconfig_for))
     except OSError as exc:
         print(f"kubevisor apiserver: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1

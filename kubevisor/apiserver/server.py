@@ -50,6 +50,7 @@ KUBE_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
+USER_KEY = web.RequestKey("user", str)
 TABLE_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 BOOKMARK_INTERVAL = 60.0
 TRUE_VALUES = ("1", "t", "T", "TRUE", "true", "True")
@@ -116,7 +117,7 @@ def decode_continue(token: str) -> tuple[int, str]:
 
 
 class APIServer:
-    def __init__(self, storage: Storage, registry: Registry, tokens: set[str], address: str) -> None:
+    def __init__(self, storage: Storage, registry: Registry, tokens: dict[str, str], address: str) -> None:
         self.storage = storage
         self.registry = registry
         self.tokens = tokens
@@ -138,8 +139,10 @@ class APIServer:
         if not public:
             auth = request.headers.get("Authorization", "")
             token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-            if token not in self.tokens:
+            user = self.tokens.get(token) if token else None
+            if user is None:
                 return json_response(APIError(401, "Unauthorized").status(), 401)
+            request[USER_KEY] = user
         try:
             return await handler(request)
         except APIError as exc:
@@ -358,6 +361,7 @@ class APIServer:
         if len(manager) > 128:
             raise bad_request("fieldManager: Too long: must have at most 128 bytes")
         return WriteOptions(
+            user=request.get(USER_KEY, "admin"),
             dry_run=bool(dry),
             field_manager=manager,
             field_validation=validation,

@@ -49,7 +49,7 @@ async def served(extensions: Extensions) -> AsyncIterator[TestClient[Any, Any]]:
         ns = registry.lookup("", "v1", "namespaces")
         assert ns is not None
         await registry.create(ns, "", {"metadata": {"name": "default"}}, WriteOptions())
-        api = APIServer(storage, registry, {"t"}, "127.0.0.1:0")
+        api = APIServer(storage, registry, {"t": "admin"}, "127.0.0.1:0")
         client = TestClient(TestServer(api.app))
         await client.start_server()
         try:
@@ -192,9 +192,15 @@ def test_kubectl_exec_through_a_pod_subresource_handler(tmp_path: Path) -> None:
         await ws.close()
         return ws
 
+    users: list[str] = []
+
+    async def record_user(req: AdmissionRequest) -> None:
+        users.append(req.user)
+
     loop = asyncio.new_event_loop()
     server = EmbeddedAPIServer(tmp_path / "data")
     server.extensions.add_subresource("", "pods", "exec", exec_handler, ["get", "create"], "PodExecOptions")
+    server.extensions.add_validating("", "ConfigMap", record_user)
     loop.run_until_complete(server.start("127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -229,6 +235,31 @@ def test_kubectl_exec_through_a_pod_subresource_handler(tmp_path: Path) -> None:
             [*kubectl, "get", "--raw", "/api/v1"], text=True, capture_output=True, check=True, timeout=60
         ).stdout
         assert "pods/exec" in resources
+        node_config = str(server.kubeconfig_for("system:node:a"))
+        subprocess.run(
+            [
+                *kubectl[:1],
+                "--kubeconfig",
+                node_config,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "create",
+                "configmap",
+                "from-node",
+            ],
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        subprocess.run(
+            [*kubectl, "create", "configmap", "from-admin"],
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        assert users == ["system:node:a", "admin"]
         missing = subprocess.run(
             [*kubectl, "exec", "nope", "--", "true"], text=True, capture_output=True, timeout=60
         )
