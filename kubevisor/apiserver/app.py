@@ -92,6 +92,16 @@ class EmbeddedAPIServer:
         write_kubeconfig(target, self._server_url, self._ca_crt, token, user)
         return target
 
+    def pod_alive(self, pod: dict[str, object]) -> bool:
+        """Whether a followed pod log should go on: the same pod exists and is not finished."""
+        meta = pod.get("metadata")
+        if not isinstance(meta, dict):
+            return False
+        current = self.storage.get(f"/core/pods/{meta.get('namespace')}/{meta.get('name')}")
+        if current is None or current["metadata"].get("uid") != meta.get("uid"):
+            return False
+        return (current.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
     async def _seed(self) -> None:
         rt = self.registry.lookup("", "v1", "namespaces")
         assert rt is not None

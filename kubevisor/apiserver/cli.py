@@ -55,7 +55,7 @@ async def serve(
 ) -> None:
     server = EmbeddedAPIServer(data_dir)
     if pod_log_dir is not None:
-        server.extensions.set_log_source(PodLogDirectory(pod_log_dir))
+        server.extensions.set_log_source(PodLogDirectory(pod_log_dir, alive=server.pod_alive))
     await server.start(host, port)
     for user in users or []:
         server.kubeconfig_for(user)

@@ -362,6 +362,31 @@ def test_kubectl_builtin_kinds(version: str, server: RunningServer, tmp_path: Pa
     (log_dir / "0.log").write_text("line one\nline two\n")
     assert k.run("logs", "p1", "-n", ns).stdout == "line one\nline two\n"
     assert k.run("logs", "p1", "-n", ns, "--tail=1").stdout == "line two\n"
+    follow = subprocess.Popen(
+        [
+            str(k.binary),
+            "--kubeconfig",
+            str(server.kubeconfig),
+            "--cache-dir",
+            str(k.cache_dir),
+            "logs",
+            "-f",
+            "p1",
+            "-n",
+            ns,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follow.stdout is not None
+    assert follow.stdout.readline() == "line one\n"
+    assert follow.stdout.readline() == "line two\n"
+    with (log_dir / "0.log").open("a") as fh:
+        fh.write("line three\n")
+    assert follow.stdout.readline() == "line three\n"
+    k.run("patch", "pod", "p1", "-n", ns, "--subresource=status", "-p", '{"status":{"phase":"Succeeded"}}')
+    assert follow.wait(timeout=30) == 0  # the stream ends when the pod finishes
     k.run("delete", "pod", "p1", "-n", ns)
     k.run("delete", "namespace", ns, "--timeout=60s")
 

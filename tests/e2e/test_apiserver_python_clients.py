@@ -335,3 +335,16 @@ def test_pod_binding_status_and_graceful_deletion(api: client.ApiClient) -> None
     with pytest.raises(ApiException) as err:
         core.read_namespaced_pod("bound", "default")
     assert err.value.status == 404
+
+
+def test_delete_collection_with_selector(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "dc"}})
+    for i in range(6):
+        core.create_namespaced_config_map(
+            "dc", {"metadata": {"name": f"c{i}", "labels": {"even": str(i % 2 == 0)}}}
+        )
+    core.delete_collection_namespaced_config_map("dc", label_selector="even=True", dry_run="All")
+    assert len(core.list_namespaced_config_map("dc").items) == 6
+    core.delete_collection_namespaced_config_map("dc", label_selector="even=True")
+    assert sorted(c.metadata.name for c in core.list_namespaced_config_map("dc").items) == ["c1", "c3", "c5"]
