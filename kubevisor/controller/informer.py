@@ -134,6 +134,7 @@ class Informer:
     resource: Resource
     namespace: str | None = None
     label_selector: str | None = None
+    field_selector: str | None = None
     watch_timeout: int = 60
     store: Store = field(default_factory=Store)
     handlers: list[Handler] = field(default_factory=list)
@@ -182,7 +183,12 @@ class Informer:
                 log.exception("informer %s: handler failed", self.name)
 
     def _list(self) -> None:
-        result = self.kube.list(self.resource, self.namespace, label_selector=self.label_selector)
+        result = self.kube.list(
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+        )
         items = result.get("items") or []
         for item in items:
             # Lists carry apiVersion/kind on the list only; make items self-describing.
@@ -229,6 +235,7 @@ class Informer:
                     self._resource_version,
                     namespace=self.namespace,
                     label_selector=self.label_selector,
+                    field_selector=self.field_selector,
                     timeout_seconds=self.watch_timeout,
                     on_response=self._set_response,
                 ):

@@ -263,6 +263,7 @@ class Kube:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 60,
         on_response: Any = None,
     ) -> Iterator[Obj]:
@@ -279,6 +280,8 @@ class Kube:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         response = self._send("GET", res.path(namespace), query=query, timeout=(10.0, timeout_seconds + 30.0))
         if not 200 <= response.status <= 299:
             raise _error_from(response.status, response.read())

@@ -89,7 +89,7 @@ class Cluster:
         self.controller_runs = 0
 
     # -- processes ----------------------------------------------------------------
-    def start_apiserver(self) -> None:
+    def start_apiserver(self, pod_log_dir: Path | None = None) -> None:
         env = dict(os.environ)
         extra = os.environ.get("KUBEVISOR_E2E_APISERVER_PATH")  # run the apiserver from another checkout
         if extra:
@@ -105,6 +105,7 @@ class Cluster:
                 str(self.data),
                 "--listen",
                 "127.0.0.1:0",
+                *(["--pod-log-dir", str(pod_log_dir)] if pod_log_dir else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -135,7 +136,7 @@ class Cluster:
                 f"{plural} served", lambda p=plural: self.kube.request("GET", f"/apis/kubevirt.io/v1/{p}")
             )
 
-    def start_controller(self) -> None:
+    def start_controller(self, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
         self.controller_runs += 1
         log = open(self.tmp / f"controller-{self.controller_runs}.log", "w")  # noqa: SIM115
         self.controller = subprocess.Popen(
@@ -149,7 +150,7 @@ class Cluster:
                 "--leader-elect-lease-duration",
                 "3",
                 "--node-heartbeat-timeout",
-                str(HEARTBEAT_TIMEOUT),
+                str(heartbeat_timeout),
                 "--watch-timeout",
                 "20",
             ],
