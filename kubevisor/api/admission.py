@@ -237,3 +237,38 @@ def register(
     for group, kinds in KINDS_BY_GROUP.items():
         for kind in kinds:
             registry.extensions.add_mutating(group, kind, mutate)
+
+
+async def install_crds(registry: Registry) -> list[str]:
+    """Create or update the kubevirt.io / instancetype.kubevirt.io CRDs in the registry.
+
+    Returns the names of the CRDs written (unchanged ones are left alone). For `kubevisor up`;
+    on a real cluster apply `deploy/crds/` instead.
+    """
+    from kubevisor.api.kinds import KINDS
+    from kubevisor.apiserver.errors import APIError
+    from kubevisor.apiserver.registry import WriteOptions
+
+    crd_type = registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    if crd_type is None:
+        raise RuntimeError("the apiserver does not serve apiextensions.k8s.io/v1")
+    written = []
+    for kind in KINDS:
+        wanted = kind.crd()
+        name = wanted["metadata"]["name"]
+        try:
+            current = registry.get(crd_type, "", name)
+        except APIError as exc:
+            if exc.code != 404:
+                raise
+            await registry.create(crd_type, "", wanted, WriteOptions(field_manager="kubevisor"))
+            written.append(name)
+            continue
+        if current.get("spec") != wanted["spec"]:
+            update = {
+                **wanted,
+                "metadata": {**wanted["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+            }
+            await registry.update(crd_type, "", name, update, WriteOptions(field_manager="kubevisor"))
+            written.append(name)
+    return written
