@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubevisor.api.quantity import QuantityError, to_quantity
 from kubevisor.hypervisor.model import LaunchEnv
 
 # KubeVirt's masquerade address plan (pod network): gateway .1, guest .2 of 10.0.2.0/24.
@@ -49,21 +50,12 @@ class LaunchError(ValueError):
         self.message = message
 
 
-_UNITS = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|)$")
-
-
 def quantity_bytes(value: object, field: str) -> int:
-    """A Kubernetes memory quantity ("512Mi", "1G", 1073741824) in bytes."""
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise LaunchError(field, f"invalid quantity {value!r}")
-    number, unit = m.groups()
-    bytes_ = int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
-    return bytes_
+    """A Kubernetes memory quantity ("512Mi", "1G", 1073741824) in whole bytes."""
+    try:
+        return to_quantity(value).ceil()
+    except QuantityError as e:
+        raise LaunchError(field, f"invalid quantity {value!r}: {e}") from None
 
 
 def guest_memory_mib(vmi: dict[str, Any]) -> int:

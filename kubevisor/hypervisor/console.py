@@ -20,13 +20,19 @@ DETACH = b"\x1d"  # Ctrl-]
 
 
 class Console:
-    """A connection to the serial socket that keeps everything the guest printed since connect."""
+    """A connection to the serial socket that keeps everything the guest printed since connect.
+
+    One reader task owns the socket; any number of `expect()` calls wait on what it collects.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.buffer = bytearray()
+        self.closed = False
         self.on_output: Callable[[bytes], None] | None = None
+        self._more = asyncio.Event()
+        self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
     async def connect(cls, socket: Path, timeout: float = 30.0) -> Console:
@@ -41,27 +47,37 @@ class Console:
                     raise
                 await asyncio.sleep(0.02)
 
-    async def _read_some(self) -> bytes:
-        chunk = await self.reader.read(4096)
-        if not chunk:
-            raise EOFError("console closed")
-        self.buffer += chunk
-        if self.on_output is not None:
-            self.on_output(chunk)
-        return chunk
+    async def _read_loop(self) -> None:
+        try:
+            while chunk := await self.reader.read(4096):
+                self.buffer += chunk
+                if self.on_output is not None:
+                    self.on_output(chunk)
+                self._more.set()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.closed = True
+            self._more.set()
 
     async def expect(
         self, pattern: bytes | re.Pattern[bytes], timeout: float, start: int = 0
     ) -> re.Match[bytes]:
-        """Wait until pattern appears in the output after offset start; returns the match."""
+        """Wait until pattern appears in the output after offset start; returns the match.
+
+        Raises TimeoutError, or EOFError if the console closes (QEMU exited) first.
+        """
         regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
 
         async def scan() -> re.Match[bytes]:
             while True:
+                self._more.clear()
                 m = regex.search(self.buffer, start)
                 if m:
                     return m
-                await self._read_some()
+                if self.closed:
+                    raise EOFError("console closed")
+                await self._more.wait()
 
         return await asyncio.wait_for(scan(), timeout)
 
@@ -73,13 +89,14 @@ class Console:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def pump(self) -> None:
-        """Read until the guest side closes (QEMU exits)."""
-        with contextlib.suppress(EOFError, ConnectionError):
-            while True:
-                await self._read_some()
+    async def wait_closed(self) -> None:
+        """Until the guest side closes (QEMU exits)."""
+        await asyncio.shield(self._task)
 
     async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
@@ -122,9 +139,9 @@ async def attach_terminal(console: Console, detach: bytes = DETACH) -> None:
         if saved is not None:
             tty.setraw(stdin_fd)
         loop.add_reader(stdin_fd, on_stdin)
-        pump = asyncio.ensure_future(console.pump())
-        await asyncio.wait([pump, done], return_when=asyncio.FIRST_COMPLETED)
-        pump.cancel()
+        closed = asyncio.ensure_future(console.wait_closed())
+        await asyncio.wait([closed, done], return_when=asyncio.FIRST_COMPLETED)
+        closed.cancel()
     finally:
         loop.remove_reader(stdin_fd)
         console.on_output = None
