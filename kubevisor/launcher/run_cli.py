@@ -36,7 +36,7 @@ from kubevisor.launcher import runner
 PROG = "kubevisor vm run"
 DEFAULT_GRACE = 30
 LOGIN_PROMPT = re.compile(rb"[\w.-]+ login: ")
-CLOUD_INIT_FINISHED = re.compile(rb"Cloud-init v\. \S+ finished at [^\r\n]*")
+CLOUD_INIT_FINISHED = re.compile(rb"Cloud-init v\. \S+ finished at [^\r\n]*[\r\n]")
 _PUBLISH = re.compile(
     r"^(?:(?P<addr>[0-9.]+):)?(?P<host>\d{1,5}):(?P<guest>\d{1,5})(?:/(?P<proto>tcp|udp))?$"
 )

@@ -140,6 +140,16 @@ def port_forwards(vmi: dict[str, Any], publish: list[PortForward]) -> tuple[Port
     return tuple(forwards)
 
 
+def _resolve_image(ref: str) -> Path:
+    """containerDisk image -> its disk in the local image store (LookupError if absent)."""
+    from kubevisor.images.store import ImageStore, StoreError
+
+    try:
+        return ImageStore().resolve_disk(ref)
+    except StoreError:
+        raise LookupError("import it with `kubevisor images import FILE`") from None
+
+
 def prepare(vmi: dict[str, Any], run_dir: Path, accel: Accel, publish: list[PortForward]) -> VirtualMachine:
     """Volumes, firmware copies and the argv for a claimed run dir; a VirtualMachine ready to start.
 
@@ -147,7 +157,7 @@ def prepare(vmi: dict[str, Any], run_dir: Path, accel: Accel, publish: list[Port
     """
     from kubevisor.storage.volumes import prepare_volumes
 
-    volumes = prepare_volumes(vmi, run_dir / VOLUMES_DIR)
+    volumes = prepare_volumes(vmi, run_dir / VOLUMES_DIR, image_resolver=_resolve_image)
     ovmf = firmware.prepare_ovmf_vars(vmi, run_dir)
     if vmi["spec"]["domain"].get("firmware", {}).get("kernelBoot") is not None:
         raise LaunchError("spec.domain.firmware.kernelBoot",
