@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
+from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError, Runstate
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -60,8 +60,9 @@ class QMP:
 
     async def close(self) -> None:
         # QEMU closes the socket when it exits; a disconnect then reports that EOF: expected.
-        with contextlib.suppress(QMPError, OSError, EOFError):
-            await self._client.disconnect()
+        if self._client.runstate != Runstate.IDLE:  # IDLE: never connected, nothing to undo
+            with contextlib.suppress(QMPError, OSError, EOFError):
+                await self._client.disconnect()
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
