@@ -206,6 +206,8 @@ def build_argv(vmi: dict[str, Any], env: LaunchEnv) -> list[str]:
     b.add("-pidfile", str(env.pidfile))
     b.add("-chardev", _opts("socket", id="qmp", path=env.qmp_socket, server=True, wait=False))
     b.add("-mon", "chardev=qmp,mode=control")
+    b.add("-chardev", _opts("socket", id="qmp-access", path=env.access_qmp_socket, server=True, wait=False))
+    b.add("-mon", "chardev=qmp-access,mode=control")
     b.add("-display", "none")
     _disks(b)
     _interfaces(b)

@@ -54,6 +54,12 @@ class LaunchEnv:
         return self.run_dir / "qmp.sock"
 
     @property
+    def access_qmp_socket(self) -> Path:
+        """A second QMP monitor for the node's access server (pause, reset, screendump, forwards):
+        the owner holds qmp.sock, and a QMP socket serves one client at a time."""
+        return self.run_dir / "qmp-access.sock"
+
+    @property
     def serial_socket(self) -> Path:
         return self.run_dir / "serial0.sock"
 
