@@ -113,8 +113,10 @@ def expand_vm(
 def _spec_of(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if obj is None:
         return None
-    if "kind" in obj or "apiVersion" in obj or "metadata" in obj:
-        return obj.get("spec") or {}
+    # A whole object (it has a `spec`; instancetype/preference specs have no such field) or a spec.
+    if isinstance(obj.get("spec"), Mapping) or "kind" in obj or "apiVersion" in obj or "metadata" in obj:
+        spec = obj.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
     return obj
 
 

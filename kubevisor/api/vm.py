@@ -14,8 +14,10 @@ from typing import Any
 from kubevisor.api.errors import FIELD_VALUE_INVALID, FIELD_VALUE_REQUIRED, Cause, ValidationError
 from kubevisor.api.vmi import (
     API_VERSIONS,
+    DEFAULT_MACHINE_TYPE,
     GROUP,
-    default_vmi_spec,
+    firmware_serial,
+    firmware_uuid,
     object_meta_causes,
     type_meta_causes,
     unknown_field_causes,
@@ -36,7 +38,13 @@ def run_strategy(vm: Mapping[str, Any]) -> str:
 
 
 def default_vm(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A defaulted deep copy of a VM manifest (the template spec gets the VMI defaults)."""
+    """A defaulted deep copy of a VM manifest, as KubeVirt's VM mutating webhook leaves it.
+
+    Only the machine type and the firmware identity (uuid, serial) go into the template: the
+    other VMI defaults (cpu topology, memory.guest, disks, interfaces, …) are applied to the VMI
+    when it is created from the template, after an instancetype/preference has been expanded —
+    defaulting them here would make every instancetype conflict with the template.
+    """
     vm: dict[str, Any] = copy.deepcopy(dict(obj))
     vm.setdefault("apiVersion", "kubevirt.io/v1")
     vm.setdefault("kind", KIND)
@@ -44,13 +52,32 @@ def default_vm(obj: Mapping[str, Any]) -> dict[str, Any]:
     name = meta.get("name") if isinstance(meta, dict) else None
     spec = vm.setdefault("spec", {})
     template = spec.get("template") if isinstance(spec, dict) else None
-    if isinstance(template, dict):
-        if template.get("metadata") is None:
-            template["metadata"] = {}
-        if template.get("spec") is None:
-            template["spec"] = {}
-        if isinstance(template["spec"], dict):
-            default_vmi_spec(template["spec"], name=name if isinstance(name, str) else "")
+    if not isinstance(template, dict):
+        return vm
+    if template.get("metadata") is None:
+        template["metadata"] = {}
+    if template.get("spec") is None:
+        template["spec"] = {}
+    tspec = template["spec"]
+    domain = tspec.get("domain") if isinstance(tspec, dict) else None
+    if not isinstance(domain, dict):
+        return vm
+    if domain.get("machine") is None:
+        domain["machine"] = {}
+    machine = domain["machine"]
+    prefers_machine = isinstance(spec.get("preference"), dict)  # a preference may choose it
+    if isinstance(machine, dict) and not machine.get("type") and not prefers_machine:
+        machine["type"] = DEFAULT_MACHINE_TYPE
+    if isinstance(machine, dict) and not machine:
+        domain.pop("machine")
+    if domain.get("firmware") is None:
+        domain["firmware"] = {}
+    firmware = domain["firmware"]
+    if isinstance(firmware, dict) and isinstance(name, str) and name:
+        firmware.setdefault("uuid", firmware_uuid(name))
+        firmware.setdefault("serial", firmware_serial(name))
+    if isinstance(firmware, dict) and not firmware:
+        domain.pop("firmware")
     return vm
 
 
@@ -147,8 +174,21 @@ def _template_meta_causes(meta: object, path: str) -> list[Cause]:
     return causes
 
 
-def vmi_from_vm(vm: Mapping[str, Any]) -> dict[str, Any]:
-    """The VMI a VM's controller creates: template + the VM's name/namespace + ownerReference."""
+def vmi_from_vm(
+    vm: Mapping[str, Any],
+    *,
+    instancetype: Mapping[str, Any] | None = None,
+    preference: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The VMI a VM's controller creates: template + the VM's name/namespace + ownerReference.
+
+    With `instancetype`/`preference` (the objects the VM's matchers refer to), they are expanded
+    into the template first (ValidationError on conflicts). Apply `default_vmi` to the result.
+    """
+    if instancetype is not None or preference is not None:
+        from kubevisor.api.instancetype import expand_vm
+
+        vm = expand_vm(vm, instancetype=instancetype, preference=preference)
     meta = vm.get("metadata") or {}
     template = copy.deepcopy((vm.get("spec") or {}).get("template") or {})
     tmeta = template.get("metadata") or {}

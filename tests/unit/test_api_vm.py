@@ -57,12 +57,30 @@ def test_run_strategy(spec, expected):
     assert run_strategy({"spec": spec}) == expected
 
 
-def test_defaults_apply_to_template_with_vm_name():
+def test_vm_defaults_are_kubevirts_vm_mutator():
     vm = default_vm(load(FIXTURES / "valid" / "vm-legacy.yaml"))
     tspec = vm["spec"]["template"]["spec"]
     assert tspec["domain"]["machine"]["type"] == "q35"
     assert tspec["domain"]["firmware"]["uuid"] == firmware_uuid("vm-legacy")
-    assert [d["name"] for d in tspec["domain"]["devices"]["disks"]] == ["root", "cloudinit"]
+    # VMI defaults wait for the VMI: the template keeps what the user wrote.
+    assert "cpu" not in tspec["domain"]
+    assert [d["name"] for d in tspec["domain"]["devices"]["disks"]] == ["root"]
+
+
+def test_instancetype_vm_defaults_expansion_and_vmi():
+    """The whole path a controller takes: VM admission, expansion, VMI defaults and validation."""
+    from kubevisor.api.vmi import default_vmi
+
+    vm = default_vm(load(FIXTURES / "valid" / "vm-instancetype.yaml"))
+    validate_vm(vm)
+    instancetype = {"spec": {"cpu": {"guest": 2}, "memory": {"guest": "256Mi"}}}
+    preference = {"spec": {"cpu": {"preferredCPUTopology": "cores"}, "devices": {"preferredDiskBus": "sata"}}}
+    vmi = default_vmi(vmi_from_vm(vm, instancetype=instancetype, preference=preference))
+    validate_vmi(vmi)
+    domain = vmi["spec"]["domain"]
+    assert domain["cpu"] == {"sockets": 1, "cores": 2, "threads": 1}
+    assert domain["memory"]["guest"] == "256Mi"
+    assert domain["devices"]["disks"][0]["disk"]["bus"] == "virtio"  # the template chose virtio
 
 
 def test_vmi_from_vm_is_a_valid_vmi():
