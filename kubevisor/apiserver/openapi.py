@@ -9,6 +9,7 @@ import hashlib
 import json
 from typing import Any
 
+from kubevisor.apiserver import builtin_schemas
 from kubevisor.apiserver.resources import ResourceType
 
 Obj = dict[str, Any]
@@ -59,6 +60,10 @@ PARAMS = [
 
 
 def schema_name(rt: ResourceType) -> str:
+    if not rt.custom:
+        builtin = builtin_schemas.component_name(rt.group, rt.kind)
+        if builtin is not None:
+            return builtin
     group = rt.group or "core"
     rev = ".".join(reversed(group.split("."))) if rt.custom else f"io.k8s.api.{group.split('.')[0]}"
     return f"{rev}.{rt.version}.{rt.kind}"
@@ -163,7 +168,17 @@ def document(group: str, version: str, types: list[ResourceType], k8s_version: s
     schemas: Obj = {"io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": _OBJECT_META}
     for rt in selected:
         paths.update(_paths(rt))
-        schemas[schema_name(rt)] = _component(rt)
+        model = None if rt.custom else builtin_schemas.model_for(rt.group, rt.kind)
+        if model is not None:
+            components = builtin_schemas.openapi_components(model)
+            main = dict(components[schema_name(rt)])
+            main["x-kubernetes-group-version-kind"] = [
+                {"group": rt.group, "version": rt.version, "kind": rt.kind}
+            ]
+            components[schema_name(rt)] = main
+            schemas.update(components)
+        else:
+            schemas[schema_name(rt)] = _component(rt)
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": k8s_version},

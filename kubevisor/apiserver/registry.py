@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from kubevisor.apiserver import patches, protobuf, schema, ssa
+from kubevisor.apiserver import builtin_schemas, patches, protobuf, schema, ssa
 from kubevisor.apiserver.errors import (
     APIError,
     already_exists,
@@ -264,8 +264,19 @@ class Registry:
     def _strict_fields(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> None:
         """Unknown fields: prune (custom resources) and report per fieldValidation."""
         unknown: list[str] = []
+        model = (
+            None
+            if rt.custom or rt.kind == "CustomResourceDefinition"
+            else builtin_schemas.model_for(rt.group, rt.kind)
+        )
         if rt.custom and rt.schema is not None:
             unknown = schema.prune(obj, rt.schema)
+        elif model is not None:
+            structural = builtin_schemas.structural(model)
+            errors = schema.decode_errors(obj, structural)
+            if errors:
+                raise bad_request(f"unable to decode the {rt.kind}: " + "; ".join(errors[:5]))
+            unknown = schema.prune(obj, structural)
         elif rt.known_fields is not None:
             for key in list(obj):
                 if key not in rt.known_fields:

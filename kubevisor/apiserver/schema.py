@@ -215,3 +215,55 @@ def list_map_keys(schema: Any, path: tuple[str, ...]) -> list[str] | None:
         keys = node.get("x-kubernetes-list-map-keys")
         return list(keys) if isinstance(keys, list) else None
     return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def decode_errors(obj: Any, schema_node: Any, path: str = "") -> list[str]:
+    """Values a typed decoder (Go's encoding/json) would refuse: wrong JSON types for typed fields.
+
+    Lenient where Go is: numbers are accepted for string fields (resource quantities take both),
+    null is accepted anywhere.
+    """
+    if not isinstance(schema_node, dict) or obj is None:
+        return []
+    typ = schema_node.get("type")
+    got = _json_type(obj)
+    want = {
+        "string": ("string", "number"),
+        "integer": ("number",),
+        "number": ("number",),
+        "boolean": ("bool",),
+        "array": ("array",),
+        "object": ("object",),
+    }.get(str(typ))
+    if want is not None and got not in want:
+        return [f"{path or '<root>'}: cannot unmarshal {got} into a field of type {typ}"]
+    if typ == "integer" and isinstance(obj, float) and not obj.is_integer():
+        return [f"{path}: cannot unmarshal number {obj} into a field of type integer"]
+    errors: list[str] = []
+    if isinstance(obj, dict):
+        props = schema_node.get("properties")
+        addl = schema_node.get("additionalProperties")
+        for key, value in obj.items():
+            sub = f"{path}.{key}" if path else key
+            if isinstance(props, dict) and key in props:
+                errors.extend(decode_errors(value, props[key], sub))
+            elif isinstance(addl, dict):
+                errors.extend(decode_errors(value, addl, sub))
+    elif isinstance(obj, list) and isinstance(schema_node.get("items"), dict):
+        for index, item in enumerate(obj):
+            errors.extend(decode_errors(item, schema_node["items"], f"{path}[{index}]"))
+    return errors

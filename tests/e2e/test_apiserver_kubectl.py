@@ -333,7 +333,12 @@ def test_kubectl_builtin_kinds(version: str, server: RunningServer, tmp_path: Pa
             ]
         },
     }
+    typo = json.loads(json.dumps(pod))
+    typo["spec"]["containers"][0]["imagee"] = "x"
+    bad = k.run("apply", "-f", "-", stdin=json.dumps(typo), check=False)
+    assert bad.returncode != 0 and 'unknown field "spec.containers[0].imagee"' in bad.stderr
     k.run("apply", "-f", "-", stdin=json.dumps(pod))
+    assert "containerPort" in k.run("explain", "pods.spec.containers.ports").stdout
     # strategic merge on a built-in kind: lists merge by key
     k.run(
         "patch",

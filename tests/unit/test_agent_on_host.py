@@ -18,7 +18,8 @@ from kubevisor.sandbox.agent_client import AgentClient, AgentError
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("crun") or not Path("/bin/busybox").exists(),
-                                reason="needs root, crun and busybox")
+    reason="needs root, crun and busybox",
+)
 
 
 PRELUDE = """
@@ -45,13 +46,21 @@ def make_rootfs(root: Path) -> Path:
 def spec(rootfs: Path, args, **process):
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
-                    "env": ["PATH=/bin"], **process},
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "cwd": "/",
+            "env": ["PATH=/bin"],
+            **process,
+        },
         "root": {"path": str(rootfs)},
         "hostname": "agenttest",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
-                  "cgroupsPath": "/kubevisor-test/x"},
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "cgroupsPath": "/kubevisor-test/x",
+        },
     }
 
 
@@ -61,10 +70,23 @@ def agent(tmp_path_factory):
     sock = tmp / "agent.sock"
     # The host's cgroups are a v1/v2 hybrid, which crun refuses: give the agent its own mount
     # namespace with a plain cgroup2 at /sys/fs/cgroup (the guest has exactly that).
-    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
-                             sys.executable, "-c", PRELUDE, "--listen", str(sock),
-                             "--run-dir", str(tmp / "run"),
-                             "--crun-arg=--cgroup-manager=disabled"])
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-c",
+            PRELUDE,
+            "--listen",
+            str(sock),
+            "--run-dir",
+            str(tmp / "run"),
+            "--crun-arg=--cgroup-manager=disabled",
+        ]
+    )
     client = AgentClient.connect(sock, timeout=20)
     yield client, make_rootfs(tmp)
     client.close()
@@ -117,9 +139,17 @@ def test_exec_signal_and_duplicate(agent):
         client.call("create_container", container_id="c3", config=spec(rootfs, ["true"]))
     init = client.open("attach", container_id="c3", exec_id="")
     client.call("start_container", container_id="c3")
-    client.call("exec_process", container_id="c3", exec_id="e1",
-                process={"args": ["sh", "-c", "echo $((6*7)); pwd"], "cwd": "/tmp", "env": ["PATH=/bin"],
-                         "user": {"uid": 0, "gid": 0}})
+    client.call(
+        "exec_process",
+        container_id="c3",
+        exec_id="e1",
+        process={
+            "args": ["sh", "-c", "echo $((6*7)); pwd"],
+            "cwd": "/tmp",
+            "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+        },
+    )
     ex = client.open("attach", container_id="c3", exec_id="e1")
     out, _, status = collect(ex)
     assert (out, status) == (b"42\n/tmp\n", 0)
@@ -136,7 +166,13 @@ def test_bad_requests_are_errors(agent):
     with pytest.raises(AgentError, match="invalid container_id"):
         client.call("create_container", container_id="../x", config={})
     with pytest.raises(AgentError, match="crun"):
-        client.call("create_container", container_id="bad", config={"ociVersion": "1.0.2",
-                                                                     "root": {"path": "/nonexistent"},
-                                                                     "process": {"args": ["x"], "cwd": "/"}})
+        client.call(
+            "create_container",
+            container_id="bad",
+            config={
+                "ociVersion": "1.0.2",
+                "root": {"path": "/nonexistent"},
+                "process": {"args": ["x"], "cwd": "/"},
+            },
+        )
     assert "bad" not in client.call("list")["containers"]

@@ -208,3 +208,34 @@ def test_protobuf_configmap_envelope() -> None:
         protobuf.decode(protobuf.MAGIC + _field(1, _field(1, b"v1") + _field(2, b"Pod")))
     with pytest.raises(protobuf.ProtobufError):
         protobuf.decode(b"not protobuf")
+
+
+def test_builtin_schemas_from_client_models() -> None:
+    from kubevisor.apiserver import builtin_schemas
+
+    pod_schema = builtin_schemas.structural("V1Pod")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "i",
+                    "imagee": "typo",
+                    "resources": {"limits": {"cpu": 1, "memory": "1Gi"}},
+                    "ports": [{"containerPort": 80}],
+                }
+            ]
+        },
+    }
+    assert schema.decode_errors(pod, pod_schema) == []  # quantities may be numbers
+    assert schema.prune(pod, pod_schema) == ["spec.containers[0].imagee"]
+    bad = {"spec": {"containers": [{"name": True, "ports": [{"containerPort": "80"}]}]}}
+    assert schema.decode_errors(bad, pod_schema) == [
+        "spec.containers[0].name: cannot unmarshal bool into a field of type string",
+        "spec.containers[0].ports[0].containerPort: cannot unmarshal string into a field of type integer",
+    ]
+    components = builtin_schemas.openapi_components("V1ConfigMap")
+    assert "description" in components["io.k8s.kubevisor.V1ConfigMap"]["properties"]["data"]

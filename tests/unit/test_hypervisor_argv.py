@@ -80,8 +80,10 @@ def test_argv_matches_fixture(name: str) -> None:
 
 
 def _vmi(**domain: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "t", "namespace": "default"},
-            "spec": {"domain": {"memory": {"guest": "64Mi"}, **domain}}}
+    return {
+        "metadata": {"name": "t", "namespace": "default"},
+        "spec": {"domain": {"memory": {"guest": "64Mi"}, **domain}},
+    }
 
 
 def test_host_passthrough_needs_kvm() -> None:
@@ -97,13 +99,19 @@ def test_host_passthrough_needs_kvm() -> None:
     ("domain", "field"),
     [
         ({"machine": {"type": "virt"}}, "spec.domain.machine.type"),
-        ({"devices": {"disks": [{"name": "a", "disk": {"bus": "ide"}}]}},
-         "spec.domain.devices.disks[0].disk.bus"),
-        ({"devices": {"disks": [{"name": "a", "cdrom": {"bus": "virtio"}}]}},
-         "spec.domain.devices.disks[0].cdrom.bus"),
+        (
+            {"devices": {"disks": [{"name": "a", "disk": {"bus": "ide"}}]}},
+            "spec.domain.devices.disks[0].disk.bus",
+        ),
+        (
+            {"devices": {"disks": [{"name": "a", "cdrom": {"bus": "virtio"}}]}},
+            "spec.domain.devices.disks[0].cdrom.bus",
+        ),
         ({"devices": {"disks": [{"name": "nope", "disk": {}}]}}, "spec.domain.devices.disks[0].name"),
-        ({"devices": {"watchdog": {"name": "w", "i6300esb": {"action": "explode"}}}},
-         "spec.domain.devices.watchdog.i6300esb.action"),
+        (
+            {"devices": {"watchdog": {"name": "w", "i6300esb": {"action": "explode"}}}},
+            "spec.domain.devices.watchdog.i6300esb.action",
+        ),
         ({"memory": {"guest": "12XB"}}, "spec.domain.memory.guest"),
         ({"memory": {"guest": "1Mi"}}, "spec.domain.memory.guest"),
     ],

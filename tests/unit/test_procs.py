@@ -54,8 +54,14 @@ def test_zombie_is_not_alive() -> None:
 
 def test_kill_with_grace_escalates_to_sigkill() -> None:
     p = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-         "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
     assert p.stdout is not None
     assert p.stdout.readline() == b"ready\n"
     rec = procs.ProcessRecord.of(p.pid, ["python"], "test")
