@@ -159,6 +159,8 @@ class Registry:
     @staticmethod
     def present(rt: ResourceType, obj: Obj) -> Obj:
         """An object as this version serves it (conversion None: only apiVersion changes)."""
+        if rt.convert_out is not None:
+            return rt.convert_out(obj)
         if obj.get("apiVersion") == rt.api_version:
             out = obj
         else:
@@ -452,8 +454,20 @@ class Registry:
                 return ip
         raise APIError(500, "no cluster IPs left")
 
+    def _to_stored(self, rt: ResourceType, body: Any, opts: WriteOptions) -> tuple[ResourceType, Any]:
+        """For a kind stored as another: check it as itself, then convert to the stored kind."""
+        if rt.stored_as is None or rt.convert_in is None:
+            return rt, body
+        obj = self.check_type(rt, body)
+        self._strict_fields(rt, obj, opts)
+        stored = self.lookup(*rt.stored_as)
+        if stored is None:
+            raise APIError(500, f"{rt.plural}.{rt.group}: storage type {rt.stored_as} is not served")
+        return stored, rt.convert_in(obj)
+
     # -- create ------------------------------------------------------------------------------
     async def create(self, rt: ResourceType, namespace: str, body: Any, opts: WriteOptions) -> Obj:
+        rt, body = self._to_stored(rt, body, opts)
         obj = self.check_type(rt, body)
         meta = obj["metadata"]
         self._set_namespace(rt, obj, namespace)
@@ -669,6 +683,7 @@ class Registry:
     async def update(
         self, rt: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions, sub: str = ""
     ) -> Obj:
+        rt, body = self._to_stored(rt, body, opts)
         new = self.check_type(rt, body)
         old = self.get(rt, namespace, name)
         meta = new["metadata"]
@@ -729,11 +744,17 @@ class Registry:
                 "UnsupportedMediaType",
             )
         document = self.decode(body, "yaml" if ctype == "application/apply-patch+yaml" else "json")
+        shown_as = rt
         if ctype == "application/apply-patch+yaml":
+            rt, document = self._to_stored(rt, document, opts)
             return await self._apply(rt, namespace, name, document, opts, sub)
+        if rt.stored_as is not None:
+            stored_rt = self.lookup(*rt.stored_as)
+            assert stored_rt is not None
+            rt = stored_rt
         for _attempt in range(10):
             old = self.get(rt, namespace, name)
-            target = copy.deepcopy(old)
+            target = copy.deepcopy(self.present(shown_as, old) if shown_as is not rt else old)
             try:
                 if ctype == "application/json-patch+json":
                     patched = patches.apply_json_patch(target, document)
@@ -747,6 +768,8 @@ class Registry:
                 raise APIError(exc.code, str(exc)) from exc
             if not isinstance(patched, dict):
                 raise bad_request("the patch must leave an object")
+            if shown_as is not rt:
+                _, patched = self._to_stored(shown_as, patched, opts)
             patched = self.check_type(rt, patched)
             pmeta = patched["metadata"]
             if pmeta.get("name") != name:

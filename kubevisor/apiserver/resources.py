@@ -53,6 +53,10 @@ class ResourceType:
     defaulter: Callable[[Obj], None] | None = None
     verbs: list[str] = field(default_factory=lambda: list(ALL_VERBS))
     storage_version: str = ""
+    # a kind stored as another one (events.k8s.io Events are core Events): converters both ways
+    stored_as: tuple[str, str, str] | None = None  # (group, version, plural)
+    convert_out: Callable[[Obj], Obj] | None = None
+    convert_in: Callable[[Obj], Obj] | None = None
 
     def __post_init__(self) -> None:
         if not self.storage_prefix:
@@ -265,6 +269,30 @@ def _default_pv(pv: Obj) -> None:
 
 TOP_FIELDS = {"apiVersion", "kind", "metadata"}
 
+# events.k8s.io/v1 field <-> core/v1 field; the rest share their names
+_EVENT_RENAMES = {
+    "regarding": "involvedObject",
+    "note": "message",
+    "reportingController": "reportingComponent",
+    "deprecatedSource": "source",
+    "deprecatedFirstTimestamp": "firstTimestamp",
+    "deprecatedLastTimestamp": "lastTimestamp",
+    "deprecatedCount": "count",
+}
+_EVENT_RENAMES_BACK = {v: k for k, v in _EVENT_RENAMES.items()}
+
+
+def event_to_events_v1(core: Obj) -> Obj:
+    out = {_EVENT_RENAMES_BACK.get(k, k): v for k, v in core.items()}
+    out["apiVersion"] = "events.k8s.io/v1"
+    return out
+
+
+def event_to_core(events_v1: Obj) -> Obj:
+    out = {_EVENT_RENAMES.get(k, k): v for k, v in events_v1.items()}
+    out["apiVersion"] = "v1"
+    return out
+
 
 def builtin_types() -> list[ResourceType]:
     """The built-in kinds, one ResourceType per served (group, version)."""
@@ -408,14 +436,20 @@ def builtin_types() -> list[ResourceType]:
                 _col("Object", "string", _event_object),
                 _col("Message", "string", lambda o: o.get("note")),
             ],
-            field_selectors={
+            field_selectors={  # evaluated on the stored (core) form
                 **METADATA_FIELDS,
                 "reason": path_getter("reason"),
                 "type": path_getter("type"),
-                "regarding.name": path_getter("regarding", "name"),
-                "regarding.kind": path_getter("regarding", "kind"),
-                "regarding.uid": path_getter("regarding", "uid"),
+                "regarding.name": path_getter("involvedObject", "name"),
+                "regarding.kind": path_getter("involvedObject", "kind"),
+                "regarding.uid": path_getter("involvedObject", "uid"),
+                "regarding.namespace": path_getter("involvedObject", "namespace"),
+                "reportingController": path_getter("reportingComponent"),
             },
+            storage_prefix="/core/events/",
+            stored_as=("", "v1", "events"),
+            convert_out=event_to_events_v1,
+            convert_in=event_to_core,
             known_fields=TOP_FIELDS
             | {
                 "eventTime",

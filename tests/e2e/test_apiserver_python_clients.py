@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -348,3 +349,51 @@ def test_delete_collection_with_selector(api: client.ApiClient) -> None:
     assert len(core.list_namespaced_config_map("dc").items) == 6
     core.delete_collection_namespaced_config_map("dc", label_selector="even=True")
     assert sorted(c.metadata.name for c in core.list_namespaced_config_map("dc").items) == ["c1", "c3", "c5"]
+
+
+def test_events_k8s_io_and_core_events_are_the_same_objects(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    events = client.EventsV1Api(api)
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "subject", "namespace": "default", "uid": "u-1"}
+    events.create_namespaced_event(
+        "default",
+        {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "new-style"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "kubevisor/test",
+            "reportingInstance": "test-1",
+            "action": "Testing",
+            "reason": "Tested",
+            "type": "Normal",
+            "regarding": ref,
+            "note": "written through events.k8s.io",
+        },
+    )
+    as_core = core.read_namespaced_event("new-style", "default")
+    assert as_core.message == "written through events.k8s.io"
+    assert as_core.involved_object.name == "subject" and as_core.reporting_component == "kubevisor/test"
+    core.create_namespaced_event(
+        "default",
+        {
+            "metadata": {"name": "old-style"},
+            "involvedObject": ref,
+            "reason": "Old",
+            "message": "core event",
+            "type": "Warning",
+            "count": 3,
+            "source": {"component": "pytest"},
+        },
+    )
+    # a core event has no eventTime, which the client's EventsV1Event model requires: read it raw
+    raw = events.read_namespaced_event("old-style", "default", _preload_content=False)
+    as_new = json.loads(raw.data)
+    assert as_new["note"] == "core event" and as_new["regarding"]["name"] == "subject"
+    assert as_new["deprecatedCount"] == 3 and as_new["apiVersion"] == "events.k8s.io/v1"
+    raw = events.list_namespaced_event(
+        "default", field_selector="regarding.name=subject", _preload_content=False
+    )
+    assert {e["metadata"]["name"] for e in json.loads(raw.data)["items"]} == {"new-style", "old-style"}
+    events.patch_namespaced_event("old-style", "default", {"note": "patched"}, _preload_content=False)
+    assert core.read_namespaced_event("old-style", "default").message == "patched"
