@@ -27,7 +27,9 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ ! -x .venv/bin/python || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "bootstrap: creating .venv"
     python3 -m venv .venv
-    PIP_CACHE_DIR="$CACHE/pip" .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    # The machine's pip config names local mirrors that may be absent; their warnings are noise.
+    PIP_CACHE_DIR="$CACHE/pip" .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     echo "$want" > "$stamp"
 fi
 
