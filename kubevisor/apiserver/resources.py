@@ -112,6 +112,15 @@ def _col(
     return Column(name, typ, getter, priority, "", description)
 
 
+def _storage_class_name(sc: Obj) -> str:
+    annotations = _meta(sc).get("annotations") or {}
+    default = "true" in (
+        annotations.get("storageclass.kubernetes.io/is-default-class"),
+        annotations.get("storageclass.beta.kubernetes.io/is-default-class"),
+    )
+    return str(_meta(sc).get("name") or "") + (" (default)" if default else "")
+
+
 def _pod_ready(pod: Obj) -> str:
     containers = _get(pod, "spec", "containers") or []
     statuses = _get(pod, "status", "containerStatuses") or []
@@ -616,7 +625,9 @@ def builtin_types() -> list[ResourceType]:
             False,
             ["sc"],
             columns=[
-                name,
+                Column(
+                    "Name", "string", _storage_class_name, 0, "name", name.description
+                ),  # "NAME (default)" as kube-apiserver prints the default class
                 _col("Provisioner", "string", lambda o: o.get("provisioner")),
                 _col("ReclaimPolicy", "string", lambda o: o.get("reclaimPolicy", "Delete")),
                 _col("VolumeBindingMode", "string", lambda o: o.get("volumeBindingMode", "Immediate")),

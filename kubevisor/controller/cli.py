@@ -1,9 +1,10 @@
 """`kubevisor controller`: run the controllers against any Kubernetes apiserver.
 
-    kubevisor controller --kubeconfig PATH [--controllers vm,vmi,vmirs,scheduler,node-lifecycle]
+    kubevisor controller --kubeconfig PATH [--controllers vm,vmi,vmirs,scheduler,node-lifecycle,local-path]
 
 Against a real cluster leave out `scheduler` (kube-scheduler binds pods there) and
-usually `node-lifecycle` (kube-controller-manager watches nodes).
+usually `node-lifecycle` (kube-controller-manager watches nodes) and `local-path` (its directories
+are made on the controller's own machine).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from kubevisor.controller.context import Settings
@@ -55,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pods with this schedulerName are bound by the embedded scheduler (default-scheduler)",
     )
     p.add_argument("--no-pvc-check", action="store_true", help="do not wait for a VMI's PVCs to exist")
+    p.add_argument(
+        "--local-path-dir",
+        type=Path,
+        default=None,
+        help="where the local-path provisioner keeps volumes (default: $KUBEVISOR_DATA/local-path)",
+    )
     p.add_argument("--watch-timeout", type=int, default=60, metavar="SECONDS")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -85,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node_heartbeat_timeout=args.node_heartbeat_timeout,
         scheduler_names=tuple(args.scheduler_name or ["default-scheduler"]),
         check_pvcs=not args.no_pvc_check,
+        local_path_dir=args.local_path_dir.resolve() if args.local_path_dir else None,
     )
     election = None
     if args.leader_elect:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubevisor.controller.events import EventRecorder
 from kubevisor.controller.informer import InformerFactory
@@ -17,6 +18,7 @@ class Settings:
     node_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     scheduler_names: tuple[str, ...] = ("default-scheduler",)
     check_pvcs: bool = True
+    local_path_dir: Path | None = None  # the local-path provisioner's base (default: data dir/local-path)
 
 
 @dataclass

@@ -62,6 +62,10 @@ NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Resource("", "v1", "events", "Event")
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
+STORAGE_CLASSES = Resource(
+    "storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, status_subresource=False
+)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 VMS = Resource("kubevirt.io", "v1", "virtualmachines", "VirtualMachine")
 # KubeVirt's VMI CRD has no status subresource: status is written with the whole object.

@@ -14,6 +14,7 @@ from kubevisor.controller.informer import InformerFactory
 from kubevisor.controller.kube import Kube
 from kubevisor.controller.leader import LeaderElector
 from kubevisor.controller.node_lifecycle import NodeLifecycleController
+from kubevisor.controller.provisioner import LocalPathProvisioner
 from kubevisor.controller.replicaset import ReplicaSetController
 from kubevisor.controller.scheduler import SchedulerController
 from kubevisor.controller.vm import VMController
@@ -27,6 +28,7 @@ CONTROLLERS: dict[str, Callable[[ControllerContext], Controller]] = {
     "vmirs": ReplicaSetController,
     "scheduler": SchedulerController,
     "node-lifecycle": NodeLifecycleController,
+    "local-path": LocalPathProvisioner,
 }
 
 

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[ADDR:]HOST:GUEST[/udp]",
                    help="forward a host port to a guest port (masquerade interface)")
     p.add_argument("--timeout", type=float, default=600.0, help="--demo: give up after this many seconds")
+    p.add_argument("--claims-dir", type=Path, default=None,
+                   help="persistentVolumeClaim X is the disk CLAIMS_DIR/X/disk.img "
+                        "(default: claims/ next to the VMI file)")
     return p
 
 
@@ -143,7 +146,8 @@ async def _run(opts: argparse.Namespace, publish: list[PortForward]) -> int:
     vm: VirtualMachine | None = None
     console: Console | None = None
     try:
-        vm = runner.prepare(vmi, run_dir, accel, publish)
+        claims_dir = opts.claims_dir or opts.filename.resolve().parent / "claims"
+        vm = runner.prepare(vmi, run_dir, accel, publish, claims_dir)
         started = time.monotonic()
         await vm.start()
         out.say(f"VM {namespace}/{name} started (QEMU pid {vm.pid}, {accel.upper()}); run dir {run_dir}")

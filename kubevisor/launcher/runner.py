@@ -14,9 +14,10 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +28,14 @@ from kubevisor.hypervisor import firmware
 from kubevisor.hypervisor.argv import LaunchError, build_argv
 from kubevisor.hypervisor.model import Accel, LaunchEnv, PortForward
 from kubevisor.hypervisor.vm import VirtualMachine, clean_stale_qemu
+from kubevisor.storage.pvc import DISK_IMAGE
 
 log = logging.getLogger(__name__)
 
 LAUNCHER_RECORD = "launcher.json"
 VOLUMES_DIR = "volumes"
 PORTS_FILE = "ports.json"
+_CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class RunError(RuntimeError):
@@ -150,14 +153,39 @@ def _resolve_image(ref: str) -> Path:
         raise LookupError("import it with `kubevisor images import FILE`") from None
 
 
-def prepare(vmi: dict[str, Any], run_dir: Path, accel: Accel, publish: list[PortForward]) -> VirtualMachine:
+def claims_resolver(claims_dir: Path) -> Callable[[str], Path]:
+    """claimName -> `<claims_dir>/<claimName>/disk.img` (where the node agent mounts claims)."""
+
+    def resolve(claim: str) -> Path:
+        if not _CLAIM_NAME.match(claim) or len(claim) > 253:
+            raise LookupError(f"{claim!r} is not a valid claim name")
+        directory = claims_dir / claim
+        if not directory.is_dir():
+            raise LookupError(f"not mounted at {directory}")
+        return directory / DISK_IMAGE
+
+    return resolve
+
+
+def prepare(
+    vmi: dict[str, Any],
+    run_dir: Path,
+    accel: Accel,
+    publish: list[PortForward],
+    claims_dir: Path | None = None,
+) -> VirtualMachine:
     """Volumes, firmware copies and the argv for a claimed run dir; a VirtualMachine ready to start.
 
     Raises ValidationError (from storage) or LaunchError; the caller removes the run dir.
     """
     from kubevisor.storage.volumes import prepare_volumes
 
-    volumes = prepare_volumes(vmi, run_dir / VOLUMES_DIR, image_resolver=_resolve_image)
+    volumes = prepare_volumes(
+        vmi,
+        run_dir / VOLUMES_DIR,
+        image_resolver=_resolve_image,
+        claim_resolver=claims_resolver(claims_dir) if claims_dir is not None else None,
+    )
     ovmf = firmware.prepare_ovmf_vars(vmi, run_dir)
     if vmi["spec"]["domain"].get("firmware", {}).get("kernelBoot") is not None:
         raise LaunchError("spec.domain.firmware.kernelBoot",

@@ -1,7 +1,8 @@
 """Pod runner (embedded mode): runs the launcher pods bound to this node as host processes.
 
-For each virt-launcher pod on this node: fetch its VMI, write it to the pod's state dir
-and start the launcher (`kubevisor vm run -f vmi.yaml`, the hypervisor layer's launcher)
+For each virt-launcher pod on this node: fetch its VMI, mount its claims (node.claims), write
+it to the pod's state dir and start the launcher (`kubevisor vm run -f vmi.yaml`, the
+hypervisor layer's launcher)
 with stdout/stderr in kubelet's log layout (`<log-dir>/<ns>_<pod>_<uid>/compute/0.log`,
 what `kubectl logs` reads). The process is recorded (pid + start time) in the pod's
 state dir; a restarted agent adopts the launchers that still run and cleans the rest.
@@ -34,6 +35,7 @@ from kubevisor.controller.informer import Informer
 from kubevisor.controller.kube import PODS, VMIS, ApiError, Kube, Obj, key_of
 from kubevisor.controller.launcher_pod import APP_LABEL, APP_LAUNCHER, VM_NAME_LABEL
 from kubevisor.controller.vmi_status import being_deleted, pod_phase
+from kubevisor.node.claims import NotReady, mount_claims
 from kubevisor.node.pod_status import CONTAINER, rejected_status, running_status, terminated_status
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ VMI_FILE = "vmi.yaml"
 MAX_GRACE = 300.0
 ADOPTED_POLL = 2.0
 QEMU_POLL = 1.0
+CLAIM_POLL = 2.0
 
 QemuAlive = Callable[[str, str], bool]
 """(namespace, vmi name) -> does the launcher's QEMU run?"""
@@ -212,6 +215,14 @@ class PodRunner(Controller):
             )
             return None
         pod_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            mount_claims(self.kube, pod, pod_dir)
+        except NotReady as exc:
+            if not exc.permanent:
+                log.info("pod %s waits: %s", key_of(pod), exc)
+                return CLAIM_POLL
+            self._patch_status(pod, terminated_status(pod, self.host_ip, None, 1, timestamp(), str(exc)))
+            return None
         vmi_file = pod_dir / VMI_FILE
         for field in ("resourceVersion", "managedFields", "generation", "creationTimestamp", "finalizers"):
             vmi["metadata"].pop(field, None)

@@ -153,6 +153,8 @@ class Cluster:
                 str(heartbeat_timeout),
                 "--watch-timeout",
                 "20",
+                "--local-path-dir",
+                str(self.tmp / "local-path"),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
