@@ -138,3 +138,27 @@ def test_publish_parsing() -> None:
     assert (pf.protocol, pf.host_addr) == ("udp", "0.0.0.0")
     with pytest.raises(runner.RunError):
         run_cli._parse_publish("22")
+
+
+def test_explicit_kvm_that_cannot_work_is_a_one_line_error_and_starts_nothing(
+    run_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubevisor.hypervisor import accel
+
+    monkeypatch.setenv("KUBEVISOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        accel,
+        "probe_kvm",
+        lambda deadline=accel.PROBE_DEADLINE: accel.Verdict(
+            False, "probe guest did not reach init within 6s under KVM", procs.boot_id(), None
+        ),
+    )
+    before = _qemu_pids()
+    rc = run_cli.main(["run", "-f", str(EXAMPLE), "--accel", "kvm"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1, err
+    assert err[0].startswith("kubevisor vm run: accel kvm: KVM cannot run guests on this host"), err[0]
+    assert "--accel tcg" in err[0]
+    assert _qemu_pids() - before == set()
+    assert not (run_root / "vms" / "default_legacy").exists()
