@@ -23,6 +23,7 @@ from aiohttp import web
 from kubevisor.apiserver import discovery, openapi
 from kubevisor.apiserver.errors import APIError, bad_request
 from kubevisor.apiserver.extensions import APIPath, LogOptions
+from kubevisor.apiserver.metrics import RequestMetrics, verb_of
 from kubevisor.apiserver.registry import Registry, WriteOptions
 from kubevisor.apiserver.resources import ResourceType
 from kubevisor.apiserver.selectors import (
@@ -126,6 +127,7 @@ class APIServer:
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         self._openapi_cache: dict[tuple[str, str], tuple[int, Obj, str]] = {}
+        self.metrics = RequestMetrics()
 
     # -- middleware ------------------------------------------------------------------------
     @web.middleware
@@ -171,6 +173,7 @@ class APIServer:
                         "/apis",
                         "/healthz",
                         "/livez",
+                        "/metrics",
                         "/openapi/v3",
                         "/readyz",
                         "/version",
@@ -186,12 +189,17 @@ class APIServer:
             return web.Response(text="ok")
         if head == "openapi":
             return self._openapi(parts, request)
+        if head == "metrics" and len(parts) == 1:
+            body, ctype = self.metrics.exposition()
+            response = web.Response(body=body)
+            response.headers["Content-Type"] = ctype
+            return response
         if head == "api":
             if len(parts) == 1:
                 return self._discovery_root(request, core=True)
             if len(parts) == 2:
                 return self._resource_list("", parts[1])
-            return await self._resource(request, "", parts[1], parts[2:])
+            return await self._counted(request, "", parts[1], parts[2:])
         if head == "apis":
             if len(parts) == 1:
                 return self._discovery_root(request, core=False)
@@ -205,7 +213,7 @@ class APIServer:
             spec = self.registry.extensions.groups.get((parts[1], parts[2]))
             if spec is not None:
                 return await spec.handler(request, self._api_path(parts[1], parts[2], parts[3:]))
-            return await self._resource(request, parts[1], parts[2], parts[3:])
+            return await self._counted(request, parts[1], parts[2], parts[3:])
         raise not_found_path()
 
     def _extra(self) -> list[Any]:
@@ -289,6 +297,33 @@ class APIServer:
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else ""
         return Route(group, version, ns, plural, name, tuple(rest[2:]))
+
+    async def _counted(
+        self, request: web.Request, group: str, version: str, rest: list[str]
+    ) -> web.StreamResponse:
+        """_resource, counted in apiserver_request_total."""
+        route = self._route(group, version, rest)
+        code = 500
+        try:
+            response = await self._resource(request, group, version, rest)
+            code = response.status
+            return response
+        except APIError as exc:
+            code = exc.code
+            raise
+        finally:
+            watch = request.method == "GET" and request.query.get("watch") in TRUE_VALUES
+            apply = request.headers.get("Content-Type", "").startswith("application/apply-patch")
+            scope = "resource" if route.name else ("namespace" if route.namespace else "cluster")
+            self.metrics.observe(
+                verb_of(request.method, bool(route.name), watch, apply),
+                group,
+                version,
+                route.plural,
+                "/".join(route.sub),
+                scope,
+                code,
+            )
 
     async def _resource(
         self, request: web.Request, group: str, version: str, rest: list[str]
