@@ -1,0 +1,5 @@
+import sys
+
+from kubevisor.virtctl.main import main
+
+sys.exit(main())
