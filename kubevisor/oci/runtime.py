@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubevisor.oci.state import HELD_LOCK_FDS, ContainerRecord, Store, now_rfc3339
+from kubevisor.oci.state import HELD_LOCK_FDS, ContainerRecord, Store, now_rfc3339, validate_id
 from kubevisor.sandbox.agent_client import AgentClient, AgentError
 from kubevisor.sandbox.pidrec import ProcRecord
 from kubevisor.sandbox.sandbox import Sandbox, SandboxError
@@ -115,6 +115,7 @@ def create(
     console_socket: str | None,
     log_file: Path | None,
 ) -> None:
+    validate_id(cid)  # before anything else, like runc
     bundle = bundle.resolve()
     config = load_config(bundle)
     root_path = Path(config["root"]["path"])

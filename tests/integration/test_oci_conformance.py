@@ -1,0 +1,341 @@
+"""kubevisor-runtime on raw OCI bundles, driven like runtime-tools' validation drives runc.
+
+Most tests share one VM: a pod (CRI annotations) whose sandbox container holds the VM, and whose
+other containers each check part of the runtime spec from inside. The kill -9 tests boot their
+own single-container VMs (no annotations: one VM per container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oci_helpers import (
+    Runtime,
+    base_config,
+    become_subreaper,
+    runtime_wrapper,
+    sandbox_leftovers,
+    wait_child,
+    write_bundle,
+)
+from oci_image import busybox_rootfs
+
+pytestmark = pytest.mark.vm
+
+POD = "pod1"
+
+
+def pod_annotations(kind: str, crio: bool = False) -> dict[str, str]:
+    if crio:
+        return {"io.kubernetes.cri-o.ContainerType": kind, "io.kubernetes.cri-o.SandboxID": POD}
+    return {"io.kubernetes.cri.container-type": kind, "io.kubernetes.cri.sandbox-id": POD}
+
+
+def vm_dirs(run_dir: Path) -> list[Path]:
+    sb = run_dir / "sb"
+    return sorted(sb.iterdir()) if sb.exists() else []
+
+
+def qemu_pid(root: Path, sandbox_id: str) -> int:
+    sandbox = json.loads((root / ".sandboxes" / sandbox_id / "sandbox.json").read_text())
+    procs = json.loads((Path(sandbox["vm_dir"]) / "procs.json").read_text())
+    return int(procs["qemu"]["pid"])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("conf")
+    run_dir = tmp / "run"
+    become_subreaper()
+    wrapper = runtime_wrapper(tmp / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)})
+    root = tmp / "state"
+    rt = Runtime(wrapper, root)
+    rootfs = busybox_rootfs(tmp / "rootfs")
+    hostdata = tmp / "hostdata"
+    hostdata.mkdir()
+    (hostdata / "hello").write_text("from the host\n")
+    sandbox = write_bundle(
+        tmp / "b-pod", base_config(rootfs, ["sleep", "100000"], annotations=pod_annotations("sandbox"))
+    )
+    pod_shim = rt.create(sandbox, POD, tmp / "pod.pid", tmp / "pod.out")
+    rt("start", POD)
+    yield {"tmp": tmp, "root": root, "rt": rt, "rootfs": rootfs, "hostdata": hostdata, "run_dir": run_dir}
+    for st in json.loads(rt("list", "--format", "json").stdout or "[]"):
+        rt("delete", "--force", st["id"], check=False)
+    wait_child(pod_shim)
+    assert sandbox_leftovers(run_dir, root, wrapper) == []
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == []
+
+
+def test_lifecycle_state_pidfile_and_exit_code(env: Any) -> None:
+    rt, tmp, rootfs = env["rt"], env["tmp"], env["rootfs"]
+    go = rootfs / "tmp" / "go-life"
+    script = "read x; while [ ! -e /tmp/go-life ]; do sleep 0.1; done; exit $x"
+    bundle = write_bundle(
+        tmp / "b-life", base_config(rootfs, ["sh", "-c", script], annotations=pod_annotations("container"))
+    )
+    pid_file = tmp / "life.pid"
+    # The runtime hands its own stdio to the container process: this pipe is the container's stdin.
+    r, w = os.pipe()
+    os.write(w, b"42\n")
+    os.close(w)
+    try:
+        with (tmp / "life.out").open("w") as out:  # a file: the shim keeps the runtime's stdout
+            subprocess.run(
+                rt.argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file), "life"),
+                stdin=r,
+                stdout=out,
+                stderr=out,
+                check=True,
+                timeout=300,
+            )
+    finally:
+        os.close(r)
+    st = rt.state("life")
+    shim = int(pid_file.read_text())
+    assert st["status"] == "created" and st["pid"] == shim and st["id"] == "life"
+    assert st["bundle"] == str(bundle) and st["ociVersion"]
+    assert st["annotations"]["io.kubernetes.cri.sandbox-id"] == POD
+    assert os.waitpid(shim, os.WNOHANG) == (0, 0)  # the shim is our (subreaper's) child and alive
+    rt("start", "life")
+    assert rt.state("life")["status"] == "running"
+    assert os.waitpid(shim, os.WNOHANG) == (0, 0)  # lives as long as the container process
+    go.touch()
+    assert wait_child(shim) == 42
+    st = rt.state("life")
+    assert st["status"] == "stopped" and st["pid"] == 0
+    again = rt("start", "life", check=False)
+    assert again.returncode != 0 and "stopped" in again.stderr
+    rt("delete", "life")
+    gone = rt("state", "life", check=False)
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+    go.unlink()
+
+
+def test_process_and_mounts_inside(env: Any) -> None:
+    rt, tmp = env["rt"], env["tmp"]
+    script = r"""
+echo "env=$GREETING"
+echo "cwd=$(pwd)"
+echo "ids=$(id -u):$(id -g):$(id -G)"
+echo "hostname=$(hostname)"
+echo "nofile=$(ulimit -n):$(ulimit -Hn)"
+(touch /rootfs-write) 2>/dev/null && echo rootfs=rw || echo rootfs=ro
+echo x > /scratch/f && echo "tmpfs=$(cat /scratch/f):$(grep ' /scratch ' /proc/mounts | cut -d' ' -f3)"
+echo "bind=$(cat /hostdata/hello)"
+(echo data > /hostdata/new) 2>/dev/null && echo bindro=no || echo bindro=yes
+echo "arg1=$1"
+echo "arg2=$2"
+echo "pid1=$(cat /proc/1/cmdline | tr '\0' ' ')"
+echo "kernel=$(uname -r)"
+echo "err=to-stderr" >&2
+exit 3
+"""
+    config = base_config(
+        env["rootfs"],
+        ["sh", "-c", script, "sh", "two words", 'it\'s "quoted" $HOME'],
+        annotations=pod_annotations("container", crio=True),
+        hostname="conformance",
+    )
+    config["process"].update(
+        env=["PATH=/bin", "GREETING=hello world"],
+        cwd="/data",
+        user={"uid": 1000, "gid": 1000, "additionalGids": [10, 20]},
+        rlimits=[{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 768}],
+    )
+    config["root"]["readonly"] = True
+    config["mounts"] += [
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777", "size=1m"]},
+        {
+            "destination": "/hostdata",
+            "type": "bind",
+            "source": str(env["hostdata"]),
+            "options": ["rbind", "ro"],
+        },
+    ]
+    bundle = write_bundle(tmp / "b-proc", config)
+    out = tmp / "proc.out"
+    shim = rt.create(bundle, "proc", tmp / "proc.pid", out)
+    rt("start", "proc")
+    assert wait_child(shim) == 3
+    lines = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert lines["env"] == "hello world"
+    assert lines["cwd"] == "/data"
+    assert lines["ids"] == "1000:1000:1000 10 20"
+    assert lines["hostname"] == "conformance"
+    assert lines["nofile"] == "512:768"
+    assert lines["rootfs"] == "ro"
+    assert lines["tmpfs"] == "x:tmpfs"
+    assert lines["bind"] == "from the host"
+    assert lines["bindro"] == "yes"
+    assert lines["arg1"] == "two words"
+    assert lines["arg2"] == 'it\'s "quoted" $HOME'
+    assert lines["pid1"].startswith("sh -c")
+    assert lines["kernel"] != os.uname().release  # the guest's kernel, not the host's
+    assert lines["err"] == "to-stderr"
+    assert not (env["hostdata"] / "new").exists()
+    assert not (env["rootfs"] / "rootfs-write").exists()
+    rt("delete", "proc")
+
+
+def test_pod_containers_share_one_vm(env: Any) -> None:
+    """CRI annotations (containerd's and CRI-O's) put a pod's containers into the pod's VM."""
+    rt, tmp = env["rt"], env["tmp"]
+    before = vm_dirs(env["run_dir"])
+    assert len(before) == 1  # the pod sandbox's VM
+    shims = []
+    for i, crio in enumerate((False, True)):
+        bundle = write_bundle(
+            tmp / f"b-member{i}",
+            base_config(
+                env["rootfs"],
+                ["sh", "-c", "cat /proc/sys/kernel/random/boot_id"],
+                annotations=pod_annotations("container", crio=crio),
+            ),
+        )
+        shims.append(rt.create(bundle, f"member{i}", tmp / f"member{i}.pid", tmp / f"member{i}.out"))
+    assert vm_dirs(env["run_dir"]) == before
+    for i, shim in enumerate(shims):
+        rt("start", f"member{i}")
+        assert wait_child(shim) == 0
+    boot_ids = {(tmp / f"member{i}.out").read_text().strip() for i in range(2)}
+    assert len(boot_ids) == 1 and "" not in boot_ids  # one guest kernel
+    for i in range(2):
+        rt("delete", f"member{i}")
+    assert vm_dirs(env["run_dir"]) == before  # the pod's VM stays with its sandbox container
+    # a container that names a pod which does not exist is refused, and nothing is left
+    orphan = write_bundle(
+        tmp / "b-orphan",
+        base_config(
+            env["rootfs"],
+            ["true"],
+            annotations={
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": "nopod",
+            },
+        ),
+    )
+    r = rt("create", "--bundle", str(orphan), "orphan", check=False)
+    assert r.returncode != 0 and "nopod" in r.stderr
+    assert rt("state", "orphan", check=False).returncode != 0
+
+
+def test_exec_kill_ps_pause_update_events(env: Any) -> None:
+    rt, tmp = env["rt"], env["tmp"]
+    bundle = write_bundle(
+        tmp / "b-svc",
+        base_config(
+            env["rootfs"],
+            ["sh", "-c", "trap 'echo got-usr1' USR1; while true; do sleep 0.2; done"],
+            annotations=pod_annotations("container"),
+        ),
+    )
+    out = tmp / "svc.out"
+    shim = rt.create(bundle, "svc", tmp / "svc.pid", out)
+    dup = rt("create", "--bundle", str(bundle), "svc", check=False, timeout=60)
+    assert dup.returncode != 0 and "already exists" in dup.stderr
+    assert len(dup.stderr.strip().splitlines()) == 1
+    rt("start", "svc")
+    assert rt.state("svc")["status"] == "running"
+    # foreground exec: output and exit code come back through the runtime itself
+    ex = rt(
+        "exec", "--env", "X=y z", "--cwd", "/tmp", "svc", "sh", "-c", 'echo "$X $(pwd)"; exit 4', check=False
+    )
+    assert (ex.stdout, ex.returncode) == ("y z /tmp\n", 4)
+    # detached exec with a process.json and a pid-file, like conmon
+    proc_json = tmp / "exec.json"
+    proc_json.write_text(
+        json.dumps(
+            {"args": ["sh", "-c", "exit 9"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
+        )
+    )
+    rt("exec", "--process", str(proc_json), "--detach", "--pid-file", str(tmp / "exec.pid"), "svc")
+    assert wait_child(int((tmp / "exec.pid").read_text())) == 9
+    assert json.loads(rt("ps", "--format", "json", "svc").stdout)[0] == shim
+    stats = json.loads(rt("events", "--stats", "svc").stdout)
+    assert stats["type"] == "stats" and stats["data"]["memory"]["usage"]["usage"] > 0
+    rt("update", "--memory", str(64 << 20), "svc")
+    refused = rt("update", "--blkio-weight", "100", "svc", check=False)
+    assert refused.returncode != 0 and "cannot be changed" in refused.stderr
+    rt("pause", "svc")
+    assert rt.state("svc")["status"] == "paused"
+    rt("resume", "svc")
+    assert rt.state("svc")["status"] == "running"
+    rt("kill", "svc", "USR1")
+    running = rt("delete", "svc", check=False)
+    assert running.returncode != 0 and "not stopped" in running.stderr
+    rt("kill", "--all", "svc", "9")
+    assert wait_child(shim) == 128 + signal.SIGKILL
+    assert "got-usr1" in out.read_text()
+    assert rt.state("svc")["status"] == "stopped"
+    rt("delete", "svc")
+
+
+def test_bad_input_one_line_error_and_nothing_left(env: Any) -> None:
+    rt, tmp, root = env["rt"], env["tmp"], env["root"]
+    before = vm_dirs(env["run_dir"])
+    bad = tmp / "b-bad"
+    bad.mkdir()
+    cases: list[tuple[list[str], str]] = []
+    (bad / "config.json").write_text("{not json")
+    cases.append((["create", "--bundle", str(bad), "bad1"], "invalid JSON"))
+    cases.append((["create", "--bundle", str(tmp / "no-such-bundle"), "bad1"], "no such file"))
+    for verb in (["start"], ["state"], ["kill"], ["delete"], ["exec"]):
+        cases.append(([*verb, "nosuch", *(["true"] if verb == ["exec"] else [])], "does not exist"))
+    cases.append((["kill", POD, "NOSIG"], "invalid signal"))
+    cases.append((["create", "--bundle", str(bad), "../evil"], "invalid container id"))
+    for args, needle in cases:
+        r = rt(*args, check=False)
+        assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    write_bundle(bad, base_config(tmp / "no-such-rootfs", ["true"]))
+    r = rt("create", "--bundle", str(bad), "bad2", check=False)
+    assert r.returncode != 0 and "root.path" in r.stderr
+    config = base_config(env["rootfs"], ["sh"])
+    config["process"]["terminal"] = True
+    write_bundle(bad, config)
+    r = rt("create", "--bundle", str(bad), "bad3", check=False)
+    assert r.returncode != 0 and "console-socket" in r.stderr
+    config["process"]["args"] = []
+    write_bundle(bad, config)
+    r = rt("create", "--bundle", str(bad), "bad4", check=False)
+    assert r.returncode != 0 and "process.args" in r.stderr
+    # a process that cannot start fails create (crun's error), and its VM is torn down again
+    write_bundle(bad, base_config(env["rootfs"], ["/no/such/binary"]))
+    r = rt("create", "--bundle", str(bad), "bad5", check=False)
+    assert r.returncode != 0 and "/no/such/binary" in r.stderr
+    assert vm_dirs(env["run_dir"]) == before
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [POD]
+    assert sorted(p.name for p in (root / ".sandboxes").iterdir()) == [POD]
+    assert rt.state(POD)["status"] == "running"
+
+
+@pytest.mark.parametrize("victim", ["shim", "qemu"])
+def test_kill9_reads_stopped_and_force_delete_cleans(env: Any, victim: str) -> None:
+    rt, tmp = env["rt"], env["tmp"]
+    cid = f"k9{victim}"
+    before = vm_dirs(env["run_dir"])
+    bundle = write_bundle(tmp / f"b-{cid}", base_config(env["rootfs"], ["sleep", "100000"]))
+    shim = rt.create(bundle, cid, tmp / f"{cid}.pid", tmp / f"{cid}.out")
+    rt("start", cid)
+    mine = [d for d in vm_dirs(env["run_dir"]) if d not in before]
+    assert len(mine) == 1  # no annotations: a VM of its own
+    assert rt.state(cid)["status"] == "running"
+    if victim == "shim":
+        os.kill(shim, signal.SIGKILL)
+        assert wait_child(shim) == 128 + signal.SIGKILL
+    else:
+        os.kill(qemu_pid(env["root"], cid), signal.SIGKILL)
+        assert wait_child(shim) == 128 + signal.SIGKILL  # the shim reports the lost VM as killed
+    st = rt.state(cid)
+    assert st["status"] == "stopped" and st["pid"] == 0
+    rt("delete", "--force", cid)
+    assert vm_dirs(env["run_dir"]) == before
+    assert sandbox_leftovers(mine[0]) == []
+    assert not (env["root"] / cid).exists() and not (env["root"] / ".sandboxes" / cid).exists()
