@@ -140,11 +140,20 @@ def compute_key(
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _project_relative(path: Path) -> str:
+    project = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(project))
+    except ValueError:
+        return str(path)
+
+
 def key(name: str) -> str:
     asset = get(name)
     module = sys.modules[asset.build.__module__]
     source = inspect.getsource(module)
-    files = {str(p): (tree_digest(p) if p.is_dir() else file_digest(p)) for p in asset.files}
+    # Keyed by the path inside the project, so every clone of the same sources shares the cache.
+    files = {_project_relative(p): (tree_digest(p) if p.is_dir() else file_digest(p)) for p in asset.files}
     return compute_key(asset.name, asset.version, source, files, asset.inputs())
 
 
