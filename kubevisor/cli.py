@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("kubevisor.controller.cli", "run the controllers"),
     "node": ("kubevisor.node.cli", "run the node agent"),
     "up": ("kubevisor.up", "start the whole embedded system on this machine"),
+    "down": ("kubevisor.down", "stop what `kubevisor up` started"),
 }
 
 

@@ -46,17 +46,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USER",
         help="also write DIR/USER.kubeconfig with its own token (repeatable)",
     )
+    parser.add_argument(
+        "--kubevirt",
+        action="store_true",
+        help="serve the kubevirt.io API: install its CRDs and run its admission (defaults, validation)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
 async def serve(
-    data_dir: Path, host: str, port: int, pod_log_dir: Path | None = None, users: list[str] | None = None
+    data_dir: Path,
+    host: str,
+    port: int,
+    pod_log_dir: Path | None = None,
+    users: list[str] | None = None,
+    kubevirt: bool = False,
 ) -> None:
     server = EmbeddedAPIServer(data_dir)
     if pod_log_dir is not None:
         server.extensions.set_log_source(PodLogDirectory(pod_log_dir, alive=server.pod_alive))
+    if kubevirt:
+        from kubevisor.api import admission
+
+        admission.register(server.registry)
     await server.start(host, port)
+    if kubevirt:
+        from kubevisor.api import admission
+
+        written = await admission.install_crds(server.registry)
+        if written:
+            logging.getLogger(__name__).info("installed CRDs: %s", ", ".join(written))
     for user in users or []:
         server.kubeconfig_for(user)
     stop = asyncio.Event()
@@ -89,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"kubevisor apiserver: --data-dir: {data_dir} is not a directory", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(data_dir, host, port, args.pod_log_dir, args.kubeconfig_for))
+        asyncio.run(serve(data_dir, host, port, args.pod_log_dir, args.kubeconfig_for, args.kubevirt))
     except OSError as exc:
         print(f"kubevisor apiserver: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -97,6 +97,16 @@ def clean_stale(run_dir: Path) -> StaleRun | None:
     return StaleRun(qemu, was_alive)
 
 
+def clean_after_launcher(run_dir: Path) -> StaleRun | None:
+    """For the launcher's owner (the node agent) after it had to kill a launcher: kill its orphan
+    QEMU and remove its run dir, unless a live launcher (a newer run of the VMI) owns it."""
+    with _vms_lock():
+        try:
+            return clean_stale(run_dir)
+        except RunError:
+            return None
+
+
 def remove_run_dir(run_dir: Path) -> None:
     """Everything of a run lives in its dir (hostDisk files never do): one removal."""
     shutil.rmtree(run_dir, ignore_errors=True)

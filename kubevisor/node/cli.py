@@ -4,7 +4,8 @@
 
 Registers the Node, renews its Lease, runs the virt-launcher pods bound to it. SIGTERM
 stops the agent and leaves launchers running (a restarted agent adopts them);
-`--stop-pods-on-exit` powers them down too.
+`--stop-pods-on-exit` powers them down too (each within its grace period) and reports their
+pods terminated, as a node shutdown.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         agent.stop()
         if args.stop_pods_on_exit:
-            agent.runner.stop_all(30.0)
+            agent.runner.stop_all()
         kube.close()
     return 0
 

@@ -47,6 +47,7 @@ MAX_GRACE = 300.0
 ADOPTED_POLL = 2.0
 QEMU_POLL = 1.0
 CLAIM_POLL = 2.0
+NODE_SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
 
 QemuAlive = Callable[[str, str], bool]
 """(namespace, vmi name) -> does the launcher's QEMU run?"""
@@ -64,6 +65,27 @@ def launcher_qemu_alive(namespace: str, name: str) -> bool:
         return False
     record = procs.read_record(Path(runner.run_dir_for(namespace, name)) / "qemu.json")
     return record is not None and procs.is_alive(record)
+
+
+def pod_grace(pod: Obj) -> float:
+    """Seconds from SIGTERM to SIGKILL of a pod's launcher: the deletion's grace, else the pod's."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    grace = meta.get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = spec.get("terminationGracePeriodSeconds")
+    if grace is None:
+        grace = 30
+    return min(float(grace), MAX_GRACE)
+
+
+def clean_launcher_leftovers(namespace: str, name: str) -> None:
+    """After a launcher was killed: its orphan QEMU, overlays and seeds (unless a launcher owns them)."""
+    try:
+        runner = importlib.import_module("kubevisor.launcher.runner")
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        runner.clean_after_launcher(runner.run_dir_for(namespace, name))
 
 
 @dataclass
@@ -121,10 +143,19 @@ class PodRunner(Controller):
         if pod is None:
             return
         if new is None:
-            uid = str(pod["metadata"].get("uid") or "")
-            threading.Thread(target=self._stop_and_forget, args=(uid, 30.0), daemon=True).start()
+            threading.Thread(target=self._pod_gone, args=(pod,), daemon=True).start()
             return
         self.enqueue(key_of(pod))
+
+    def _pod_gone(self, pod: Obj) -> None:
+        """The pod object is deleted: stop what may still run and remove its logs (as kubelet does)."""
+        uid = str(pod["metadata"].get("uid") or "")
+        self._stop_and_forget(uid, pod_grace(pod))
+        meta = pod["metadata"]
+        if uid and "/" not in uid and not uid.startswith("."):
+            shutil.rmtree(
+                self.log_dir / f"{meta.get('namespace')}_{meta.get('name')}_{uid}", ignore_errors=True
+            )
 
     def adopt_all(self) -> None:
         """After a restart: keep the launchers that still run, clean up after dead ones."""
@@ -159,12 +190,7 @@ class PodRunner(Controller):
             return None
         uid = str(pod["metadata"].get("uid") or "")
         if being_deleted(pod):
-            grace = (
-                pod["metadata"].get("deletionGracePeriodSeconds")
-                or (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
-                or 30
-            )
-            self._stop_and_forget(uid, min(float(grace), MAX_GRACE))
+            self._stop_and_forget(uid, pod_grace(pod))
             meta = pod["metadata"]
             with contextlib.suppress(ApiError):
                 self.kube.delete(PODS, meta["namespace"], meta["name"], uid=uid, grace_period_seconds=0)
@@ -303,12 +329,24 @@ class PodRunner(Controller):
         if record is None:
             with contextlib.suppress(ValueError):
                 record = procs.read_record(self._pod_dir(uid) / LAUNCHER_RECORD)
+        killed = False
         if record is not None and procs.is_alive(record):
-            procs.kill_with_grace(record, grace)
+            killed = procs.kill_with_grace(record, grace)
         if run is not None and run.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 run.popen.wait(timeout=10)
+        if killed:
+            vmi_key = self._vmi_of(uid)
+            if vmi_key is not None:
+                clean_launcher_leftovers(*vmi_key)
         self._forget(uid, keep_state)
+
+    def _vmi_of(self, uid: str) -> tuple[str, str] | None:
+        """(namespace, VMI name) of a pod of ours, from the VMI file written when it started."""
+        with contextlib.suppress(OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+            meta = yaml.safe_load((self._pod_dir(uid) / VMI_FILE).read_text())["metadata"]
+            return str(meta.get("namespace") or "default"), str(meta["name"])
+        return None
 
     def _forget(self, uid: str, keep_state: bool) -> None:
         with self._lock:
@@ -317,9 +355,33 @@ class PodRunner(Controller):
             with contextlib.suppress(ValueError):
                 shutil.rmtree(self._pod_dir(uid), ignore_errors=True)
 
-    def stop_all(self, grace: float) -> None:
-        """Used only on a full shutdown of embedded mode; a restart keeps launchers running."""
+    def stop_all(self, grace: float | None = None) -> None:
+        """A node shutdown (embedded mode): power every VM down, in parallel, each within its pod's
+        grace period (capped at `grace` if given), and report the pods terminated as kubelet's
+        graceful node shutdown does. A restart of the agent alone keeps launchers running."""
         with self._lock:
             uids = list(self.runs)
-        for uid in uids:
-            self._stop_and_forget(uid, grace)
+        pods = {str(p["metadata"].get("uid")): p for p in self.pods.store.objects()}
+
+        def stop_one(uid: str) -> None:
+            pod = pods.get(uid)
+            with self._lock:
+                run = self.runs.get(uid)
+            limit = pod_grace(pod) if pod is not None else 30.0
+            self._stop_and_forget(uid, min(limit, grace) if grace is not None else limit)
+            if pod is not None and not being_deleted(pod):
+                started = run.started_at if run is not None else None
+                code = run.exit_code if run is not None and run.exit_code is not None else 143
+                status = terminated_status(
+                    pod, self.host_ip, started, code, timestamp(), NODE_SHUTDOWN_MESSAGE
+                )
+                # kubelet's graceful node shutdown: the pod fails, whatever its container's exit code.
+                status.update(phase="Failed", reason="Terminated", message=NODE_SHUTDOWN_MESSAGE)
+                with contextlib.suppress(Exception):
+                    self._patch_status(pod, status)
+
+        threads = [threading.Thread(target=stop_one, args=(uid,), daemon=True) for uid in uids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
