@@ -1,0 +1,57 @@
+"""`kubevisor up` without starting anything: the plan of children, argument errors, `down`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubevisor import up
+from kubevisor.node.pod_runner import MAX_GRACE, pod_grace
+
+
+def test_children_share_one_layout(tmp_path: Path) -> None:
+    u = up.Up(up.Layout(tmp_path), "127.0.0.1:0", "node1", "INFO", python="/py")
+    u.plan()
+    api, ctrl, node = (u.children[r] for r in up.ROLES)
+    assert api.argv[:4] == ["/py", "-m", "kubevisor.cli", "apiserver"]
+    assert "--kubevirt" in api.argv
+    assert api.argv[api.argv.index("--pod-log-dir") + 1] == str(tmp_path / "logs" / "pods")
+    assert node.argv[node.argv.index("--pod-log-dir") + 1] == str(tmp_path / "logs" / "pods")
+    # The kubeconfigs the controller and node use are the ones the apiserver writes for their users.
+    for child, user in ((ctrl, up.CONTROLLER_USER), (node, "system:node:node1")):
+        assert user in api.argv
+        path = Path(child.argv[child.argv.index("--kubeconfig") + 1])
+        assert path == tmp_path / "apiserver" / f"{user.replace(':', '_')}.kubeconfig"
+    assert "--stop-pods-on-exit" in node.argv and "--no-leader-elect" in ctrl.argv
+    # Launchers started by the node agent keep their run dirs inside the data dir.
+    assert node.env["KUBEVISOR_RUN"] == str(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--listen", "nohost"], ["--listen", "127.0.0.1:99999"], ["--node-name", "Bad_Name"]],
+)
+def test_bad_arguments(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert up.main(["--data-dir", str(tmp_path), *args]) == 2
+    assert "kubevisor up:" in capsys.readouterr().err
+
+
+def test_data_dir_must_be_a_directory(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("")
+    assert up.main(["--data-dir", str(target)]) == 2
+
+
+def test_down_with_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert up.down_main(["--data-dir", str(tmp_path)]) == 0
+    assert "nothing is running" in capsys.readouterr().out
+
+
+def test_pod_grace_honours_the_deletion_then_the_spec() -> None:
+    pod = {"metadata": {}, "spec": {"terminationGracePeriodSeconds": 45}}
+    assert pod_grace(pod) == 45
+    pod["metadata"]["deletionGracePeriodSeconds"] = 0
+    assert pod_grace(pod) == 0
+    assert pod_grace({"metadata": {}, "spec": {}}) == 30
+    assert pod_grace({"metadata": {}, "spec": {"terminationGracePeriodSeconds": 10**6}}) == MAX_GRACE
