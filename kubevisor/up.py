@@ -14,8 +14,9 @@ own is restarted. A restart with the same data dir after `up` itself was killed 
 VMs that still run (same QEMU processes).
 
 Layout of DIR: apiserver/ (database, PKI, kubeconfigs), node/ (pod state), run/ (the
-launchers' run dirs: sockets, overlays, seeds, serial logs), logs/ (component and pod logs),
-procs/ (process records), kubeconfig (the admin kubeconfig).
+launchers' run dirs: sockets, overlays, seeds, serial logs), local-path/ (PVC data of the
+default StorageClass), logs/ (component and pod logs), procs/ (process records), kubeconfig
+(the admin kubeconfig).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ class Layout:
     @property
     def pod_logs(self) -> Path:
         return self.root / "logs" / "pods"
+
+    @property
+    def local_path(self) -> Path:
+        """The local-path provisioner's volumes (PVC data: it outlives the VMs)."""
+        return self.root / "local-path"
 
     @property
     def procs(self) -> Path:
@@ -169,6 +175,7 @@ class Up:
                     "--kubeconfig",
                     str(user_kubeconfig(lay.root, CONTROLLER_USER)),
                     "--no-leader-elect",
+                    "--local-path-dir", str(lay.local_path),
                     "--log-level",
                     self.log_level,
                 ),
