@@ -160,3 +160,12 @@ def write_bundle(path: Path, config: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
     return path
+
+
+def settled_leftovers(run_dir: Path, *markers: Path, timeout: float = 60) -> list[str]:
+    """sandbox_leftovers once processes that exit asynchronously (conmon running podman's exit
+    command, a shim being reaped) have had time to go; the list that remains at the timeout."""
+    deadline = time.monotonic() + timeout
+    while (found := sandbox_leftovers(run_dir, *markers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found

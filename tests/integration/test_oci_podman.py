@@ -1,0 +1,173 @@
+"""podman (Debian's podman + conmon) running containers with kubevisor-runtime: one VM each.
+
+The image is built here from busybox-static with `podman import` (no registry). podman gets its
+own storage, run and tmp directories, so the host's podman state is not touched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import shutil
+import subprocess
+import termios
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oci_helpers import runtime_wrapper, settled_leftovers
+from oci_image import busybox_rootfs, rootfs_tar
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(
+        not (shutil.which("podman") and shutil.which("conmon")), reason="needs podman and conmon"
+    ),
+]
+
+IMAGE = "localhost/kv-busybox:test"
+
+
+class Podman:
+    def __init__(self, tmp: Path, runtime: Path) -> None:
+        self.tmp = tmp
+        self.runtime = runtime
+        self.base = [
+            "podman",
+            "--root", str(tmp / "storage"),
+            "--runroot", str(tmp / "runroot"),
+            "--tmpdir", str(tmp / "ptmp"),
+            "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file",
+            "--runtime", str(runtime),
+        ]  # fmt: skip
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("podman")
+    run_dir = tmp / "run"
+    wrapper = runtime_wrapper(tmp / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)})
+    podman = Podman(tmp, wrapper)
+    rootfs = busybox_rootfs(tmp / "rootfs")
+    (tmp / "rootfs.tar").write_bytes(rootfs_tar(rootfs))
+    podman("import", str(tmp / "rootfs.tar"), IMAGE)
+    yield {"tmp": tmp, "podman": podman, "run_dir": run_dir, "wrapper": wrapper}
+    podman("rm", "--all", "--force", "--time", "0", check=False)
+    leftovers = settled_leftovers(run_dir, wrapper, tmp / "runroot")
+    podman("rmi", "--all", "--force", check=False)
+    subprocess.run(
+        ["umount", "--recursive", "--lazy", str(tmp / "storage")], capture_output=True, check=False
+    )  # podman's own storage mounts, if any
+    assert leftovers == []
+
+
+def run(env: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    podman: Podman = env["podman"]
+    return podman("run", "--rm", "--network", "none", *args, check=check)
+
+
+def test_echo_exit_code_guest_kernel_and_isolation(env: Any) -> None:
+    assert run(env, IMAGE, "echo", "hi").stdout == "hi\n"
+    assert run(env, IMAGE, "sh", "-c", "exit 7", check=False).returncode == 7
+    kernel = run(env, IMAGE, "sh", "-c", "uname -r; echo; ps -o pid,comm").stdout
+    release, _, ps = kernel.partition("\n\n")
+    assert release.strip() and release.strip() != os.uname().release
+    names = [line.split()[1] for line in ps.strip().splitlines()[1:]]
+    assert set(names) <= {"sh", "ps"}, ps  # no host process is visible
+    assert env["run_dir"].exists() and settled_leftovers(env["run_dir"], env["wrapper"]) == []
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 120) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen; got {buf[-400:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"terminal closed before {needle!r}; got {buf[-400:]!r}")
+            buf += chunk
+    return buf
+
+
+def test_interactive_terminal(env: Any) -> None:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x18\x00\x50\x00\x00\x00\x00\x00")  # 24 x 80
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    podman: Podman = env["podman"]
+    proc = subprocess.Popen(
+        podman.argv("run", "-it", "--rm", "--network", "none", IMAGE, "sh"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=controlling_tty,
+    )
+    os.close(slave)
+    try:
+        os.write(master, b"echo calc=$((6*7)); tty; stty size\n")
+        out = read_until(master, b"calc=42")
+        out += read_until(master, b"24 80")
+        assert b"/dev/pts/" in out
+        os.write(master, b"exit 3\n")
+        assert proc.wait(120) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_detached_exec_logs_kill_stop_rm(env: Any) -> None:
+    podman: Podman = env["podman"]
+    script = (
+        "trap 'echo got-usr1' USR1; trap 'echo ignoring-term' TERM; echo started; while :; do sleep 0.2; done"
+    )
+    podman("run", "-d", "--name", "svc", "--network", "none", IMAGE, "sh", "-c", script)
+    deadline = time.monotonic() + 60
+    while "started" not in podman("logs", "svc").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "started" in podman("logs", "svc").stdout
+    assert podman("exec", "svc", "sh", "-c", "echo $((1+2))").stdout == "3\n"
+    assert podman("exec", "svc", "sh", "-c", "exit 5", check=False).returncode == 5
+    podman("kill", "-s", "USR1", "svc")
+    while "got-usr1" not in podman("logs", "svc").stdout and time.monotonic() < deadline + 60:
+        time.sleep(0.2)
+    assert "got-usr1" in podman("logs", "svc").stdout
+    # TERM is trapped and ignored: stop escalates to KILL after the timeout
+    podman("stop", "--time", "2", "svc")
+    inspect = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "svc").stdout.split()
+    assert inspect == ["exited", "137"]
+    assert "ignoring-term" in podman("logs", "svc").stdout
+    podman("rm", "svc")
+    # rm -f of a running container
+    podman("run", "-d", "--name", "svc2", "--network", "none", IMAGE, "sleep", "100000")
+    podman("rm", "-f", "svc2")
+    assert podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert settled_leftovers(env["run_dir"], env["wrapper"]) == []
