@@ -24,6 +24,7 @@ from kubevisor.controller.launcher_pod import (
     render_launcher_pod,
 )
 from kubevisor.controller.node_health import marked_unreachable
+from kubevisor.controller.own_writes import OwnWrites
 from kubevisor.controller.vm_status import semantically_equal
 from kubevisor.controller.vmi_status import (
     FINAL_PHASES,
@@ -63,6 +64,7 @@ class VMIController(Controller):
         self.kube = ctx.kube
         self.recorder = ctx.recorder
         self.expectations = Expectations()
+        self.own_writes = OwnWrites()
         self.vmis = ctx.informers.informer(VMIS)
         self.pods = ctx.informers.informer(PODS)
         self.nodes = ctx.informers.informer(NODES)
@@ -78,6 +80,7 @@ class VMIController(Controller):
     def _on_vmi(self, old: Obj | None, new: Obj | None) -> None:
         obj = new if new is not None else old
         if obj is not None:
+            self.own_writes.observed(key_of(obj), new)
             self.enqueue(key_of(obj))
 
     def _owner_key(self, pod: Obj) -> str | None:
@@ -129,6 +132,9 @@ class VMIController(Controller):
             return None
         if not self.expectations.satisfied(key):
             return self.expectations.time_left(key) or None
+        wait = self.own_writes.behind(key, vmi)
+        if wait is not None:
+            return wait  # our last write is on its way to the cache: its event re-queues the key
         pods = self._pods_of(vmi)
         pod = self._current_pod(pods)
         sync_error: tuple[str, str] | None = None
@@ -151,6 +157,7 @@ class VMIController(Controller):
             vmi["status"] = status
             try:
                 vmi = self.kube.update_status(VMIS, vmi)
+                self.own_writes.wrote(key, vmi)
             except ApiError as exc:
                 if exc.not_found:
                     return None
@@ -221,7 +228,9 @@ class VMIController(Controller):
     def _patch_meta(self, vmi: Obj, meta_patch: Obj) -> Obj:
         meta = vmi["metadata"]
         try:
-            return self.kube.patch(VMIS, meta.get("namespace"), meta["name"], {"metadata": meta_patch})
+            patched = self.kube.patch(VMIS, meta.get("namespace"), meta["name"], {"metadata": meta_patch})
+            self.own_writes.wrote(key_of(vmi), patched)
+            return patched
         except ApiError as exc:
             if not exc.not_found:
                 raise

@@ -45,14 +45,24 @@ class NodeAgent:
         kube: Kube,
         config: AgentConfig,
         launcher_argv: Callable[[Path], list[str]] = default_launcher_argv,
+        runner_factory: Callable[[Kube, Informer, AgentConfig], PodRunner] | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
         self.stop_event = threading.Event()
         self.pods = Informer(kube, PODS, field_selector=f"spec.nodeName={config.node_name}", watch_timeout=60)
-        self.runner = PodRunner(
-            kube, self.pods, config.node_name, config.address, config.state_dir, config.log_dir, launcher_argv
-        )
+        if runner_factory is not None:  # kubevisor.node.fake: pods without processes
+            self.runner = runner_factory(kube, self.pods, config)
+        else:
+            self.runner = PodRunner(
+                kube,
+                self.pods,
+                config.node_name,
+                config.address,
+                config.state_dir,
+                config.log_dir,
+                launcher_argv,
+            )
         self._threads: list[threading.Thread] = []
         self._ready_since: str | None = None
 
