@@ -875,7 +875,22 @@ class Registry:
     async def delete(
         self, rt: ResourceType, namespace: str, name: str, options: Obj | None, opts: WriteOptions
     ) -> tuple[Obj, bool]:
-        """Returns (object, gone): gone is True when the object was removed from storage."""
+        """Returns (object, gone): gone is True when the object was removed from storage.
+
+        A write that lands between our read and our write (a controller updating status while
+        a user deletes) is not the caller's conflict: like kube-apiserver's GuaranteedUpdate,
+        the delete is retried on the fresh object (preconditions are checked again each time).
+        """
+        for _ in range(DELETE_CONFLICT_RETRIES):
+            try:
+                return await self._delete_once(rt, namespace, name, options, opts)
+            except _StorageConflict:
+                continue
+        raise conflict(rt.plural, rt.group, name)
+
+    async def _delete_once(
+        self, rt: ResourceType, namespace: str, name: str, options: Obj | None, opts: WriteOptions
+    ) -> tuple[Obj, bool]:
         options = options or {}
         old = self.get(rt, namespace, name)
         pre = options.get("preconditions") or {}
@@ -936,7 +951,7 @@ class Registry:
                 # already being deleted: only record new finalizers asked for by this call
                 if fins == list(meta.get("finalizers") or []):
                     if rt.kind == "Pod" and grace == 0 and not fins:
-                        return await self._remove(rt, old, opts)
+                        return await self._remove(rt, old, opts, retry_conflict=True)
                     return old, False
             else:
                 seconds = (
@@ -964,17 +979,21 @@ class Registry:
                     old_key(rt, old), new, int(old["metadata"]["resourceVersion"])
                 )
             except ConflictError as exc:
-                raise conflict(rt.plural, rt.group, name) from exc
+                raise _StorageConflict() from exc
             await self._after_write(rt, stored)
             return stored, False
-        return await self._remove(rt, old, opts)
+        return await self._remove(rt, old, opts, retry_conflict=True)
 
-    async def _remove(self, rt: ResourceType, old: Obj, opts: WriteOptions) -> tuple[Obj, bool]:
+    async def _remove(
+        self, rt: ResourceType, old: Obj, opts: WriteOptions, retry_conflict: bool = False
+    ) -> tuple[Obj, bool]:
         if opts.dry_run:
             return old, True
         try:
             gone = await self.storage.delete(old_key(rt, old), int(old["metadata"]["resourceVersion"]))
         except ConflictError as exc:
+            if retry_conflict:
+                raise _StorageConflict() from exc
             raise conflict(rt.plural, rt.group, old["metadata"]["name"]) from exc
         except NotFoundError as exc:
             raise not_found(rt.plural, rt.group, old["metadata"]["name"]) from exc
@@ -988,6 +1007,13 @@ class Registry:
         new = copy.deepcopy(old)
         new.setdefault("spec", {})["finalizers"] = finalizers
         return await self._commit_update(rt, old, new, "finalize", opts)
+
+
+DELETE_CONFLICT_RETRIES = 10
+
+
+class _StorageConflict(Exception):
+    """The object changed between a delete's read and its write: read again and retry."""
 
 
 def old_key(rt: ResourceType, obj: Obj) -> str:

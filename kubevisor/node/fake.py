@@ -64,7 +64,7 @@ class FakePodRunner(PodRunner):
     def clean_orphans(self) -> None:
         pass
 
-    def stop_all(self, grace: float) -> None:
+    def stop_all(self, grace: float | None = None) -> None:
         pass
 
     def start(self) -> None:
