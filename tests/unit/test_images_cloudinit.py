@@ -246,3 +246,31 @@ def test_qga_protocol(guest: dict[str, ModuleType]) -> None:
     # an incomplete request waits for more bytes
     requests, rest = qga.split_requests(b'{"execute": "guest-pi')
     assert requests == [] and rest == b'{"execute": "guest-pi'
+
+
+def test_run_command_status_output_env_and_timeout(guest: dict[str, ModuleType], tmp_path: Path) -> None:
+    ci = guest["kubevisor_cloudinit"]
+    assert ci.run_command(["sh", "-c", "echo out; echo err >&2; exit 3"], capture=True) == (3, "out\nerr\n")
+    assert ci.run_command(["sh", "-c", "read x || echo no-stdin"], capture=True) == (0, "no-stdin\n")
+    code, out = ci.run_command(
+        ["sh", "-c", "echo $KV"], capture=True, env={"KV": "v", "PATH": "/bin:/usr/bin"}
+    )
+    assert (code, out) == (0, "v\n")
+    assert ci.run_command(["sleep", "30"], capture=True, timeout=0.2)[0] == -1
+    assert ci.run_command([str(tmp_path / "missing")], capture=True)[0] == -1
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\nexit 7\n")
+    script.chmod(0o755)
+    assert ci.run_script(script) == 7
+
+
+def test_seed_round_trips_through_its_saved_form(
+    guest: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci = guest["kubevisor_cloudinit"]
+    monkeypatch.setattr(ci, "RUN_DIR", tmp_path)
+    seed = ci.Seed("NoCloud", "/dev/vdb", {"instance-id": "a/b"}, b"#cloud-config\n\x00\xff", {"version": 2})
+    ci.save_seed(seed)
+    assert ci.load_seed() == seed
+    assert seed.instance_id == "a_b"
+    assert ci.Seed("None", "none").meta == {}

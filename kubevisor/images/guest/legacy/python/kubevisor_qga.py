@@ -13,7 +13,6 @@ import os
 import platform
 import select
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -82,6 +81,8 @@ def cmd_interfaces(_args: dict[str, Any]) -> list[dict[str, Any]]:
         except OSError:
             pass
         result[name] = entry
+    import subprocess  # late: the agent starts during boot, when every import costs (TCG)
+
     proc = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         parts = line.split()
@@ -107,6 +108,8 @@ def cmd_shutdown(args: dict[str, Any]) -> None:
     applet = {"powerdown": "poweroff", "halt": "halt", "reboot": "reboot"}.get(mode)
     if applet is None:
         raise QgaError("GenericError", f"invalid mode {mode!r}")
+    import subprocess
+
     subprocess.Popen([applet], start_new_session=True)
 
 
