@@ -18,11 +18,13 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kubevisor.sandbox.pidrec import ProcRecord
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module loads on every verb
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ROOT = "/run/kubevisor-runtime"
 OCI_VERSION = "1.1.0"
@@ -42,27 +44,46 @@ def validate_id(cid: str) -> str:
     return cid
 
 
-@dataclass
 class ContainerRecord:
-    id: str
-    bundle: str
-    rootfs: str
-    sandbox_id: str
-    status: str = "creating"
-    created: str = ""
-    owner: str = "root"
-    annotations: dict[str, str] = field(default_factory=dict)
-    shim: dict[str, int] | None = None
-    guest_pid: int = 0
-    execs: dict[str, dict[str, int]] = field(default_factory=dict)
+    """One container's record (a plain class: dataclasses would cost every verb ~9 ms of imports)."""
+
+    FIELDS = (
+        "id", "bundle", "rootfs", "sandbox_id", "status", "created", "owner", "annotations", "shim",
+        "guest_pid", "execs",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        id: str,
+        bundle: str,
+        rootfs: str,
+        sandbox_id: str,
+        status: str = "creating",
+        created: str = "",
+        owner: str = "root",
+        annotations: dict[str, str] | None = None,
+        shim: dict[str, int] | None = None,
+        guest_pid: int = 0,
+        execs: dict[str, dict[str, int]] | None = None,
+    ) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.sandbox_id = sandbox_id
+        self.status = status
+        self.created = created
+        self.owner = owner
+        self.annotations: dict[str, str] = annotations if annotations is not None else {}
+        self.shim = shim
+        self.guest_pid = guest_pid
+        self.execs: dict[str, dict[str, int]] = execs if execs is not None else {}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in self.FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
 
     @property
     def shim_record(self) -> ProcRecord | None:
