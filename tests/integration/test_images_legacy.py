@@ -31,7 +31,7 @@ from kubevisor.images.store import ImageStore
 pytestmark = pytest.mark.vm
 
 BOOT_TIMEOUT = 240.0
-FINISHED = re.compile(rb"Cloud-init v\. \S+ finished at .*Datasource DataSource(\w+)")
+FINISHED = re.compile(rb"Cloud-init v\. \S+ finished at .*Datasource DataSource(\w+) \[")
 
 
 def make_seed_iso(out: Path, label: str, files: dict[str, bytes]) -> Path:
