@@ -12,6 +12,7 @@ import jsonpatch
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]
+TEST_FAILED = "jsonpatch test operation does not apply"  # callers that guard with `test` look for it
 
 
 class PatchError(ValueError):
@@ -33,7 +34,9 @@ def apply_json_patch(doc: Obj, patch: Any) -> Obj:
     try:
         result = jsonpatch.JsonPatch(patch).apply(doc, in_place=False)
     except jsonpatch.JsonPatchTestFailed as exc:
-        raise PatchError(f"the server rejected our request due to an error in our request: {exc}") from exc
+        raise PatchError(
+            f"the server rejected our request due to an error in our request: {TEST_FAILED}: {exc}"
+        ) from exc
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
         raise PatchError(f"the server rejected our request due to an error in our request: {exc}") from exc
     except (TypeError, ValueError, KeyError, IndexError) as exc:

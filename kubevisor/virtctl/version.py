@@ -4,26 +4,13 @@ GET /apis/subresources.kubevirt.io/v1/version, in KubeVirt's `version.Info{...}`
 from __future__ import annotations
 
 import argparse
-import platform
 from typing import Any
 
-from kubevisor import __version__
+from kubevisor.buildinfo import version_info
 from kubevisor.virtctl.client import SUBRESOURCES, Client, VirtctlError
 from kubevisor.virtctl.common import run
 
 FIELDS = ("gitVersion", "gitCommit", "gitTreeState", "buildDate", "goVersion", "compiler", "platform")
-
-
-def client_info() -> dict[str, str]:
-    return {
-        "gitVersion": f"v{__version__}",
-        "gitCommit": "",
-        "gitTreeState": "",
-        "buildDate": "",
-        "goVersion": f"python{platform.python_version()}",
-        "compiler": platform.python_implementation(),
-        "platform": f"{platform.system().lower()}/{platform.machine()}",
-    }
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -38,7 +25,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def version_cmd(args: argparse.Namespace) -> int:
-    print(f"Client Version: {format_info(client_info())}", flush=True)
+    print(f"Client Version: {format_info(version_info())}", flush=True)
     if args.client:
         return 0
     return run(args, server_version)
