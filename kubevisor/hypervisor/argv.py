@@ -360,6 +360,27 @@ def _addr(net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> str
     return str(net.network_address + index)
 
 
+@dataclass(frozen=True)
+class PodInterface:
+    """Where the pod network's interface is on the QEMU side: its user-mode netdev and the guest's
+    IPv4 address on it (what port forwards target)."""
+
+    netdev: str
+    guest_address: str
+
+
+def pod_interface(vmi: dict[str, Any]) -> PodInterface | None:
+    """The first interface (the one that carries the pod network's forwards), if there is one."""
+    networks = {n["name"]: (i, n) for i, n in enumerate(vmi["spec"].get("networks", []))}
+    for iface in vmi["spec"]["domain"].get("devices", {}).get("interfaces", []):
+        if iface["name"] not in networks:
+            continue
+        net_index, net = networks[iface["name"]]
+        v4, _ = _vm_network(net, f"spec.networks[{net_index}]")
+        return PodInterface(_qemu_id("net", iface["name"]), _addr(v4, 2))
+    return None
+
+
 def _interfaces(b: _Builder) -> None:
     networks = {n["name"]: (i, n) for i, n in enumerate(b.spec.get("networks", []))}
     forwards_used = False

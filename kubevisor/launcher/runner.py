@@ -25,7 +25,7 @@ from typing import Any, Literal
 from kubevisor import paths, procs
 from kubevisor.api.vmi import dns1123_label_error
 from kubevisor.hypervisor import firmware
-from kubevisor.hypervisor.argv import LaunchError, build_argv
+from kubevisor.hypervisor.argv import LaunchError, build_argv, pod_interface
 from kubevisor.hypervisor.model import Accel, LaunchEnv, PortForward
 from kubevisor.hypervisor.vm import VirtualMachine, clean_stale_qemu
 from kubevisor.storage.pvc import DISK_IMAGE
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 LAUNCHER_RECORD = "launcher.json"
 VOLUMES_DIR = "volumes"
-PORTS_FILE = "ports.json"
+DOMAIN_FILE = "domain.json"  # what others on the node need to know of this run (see DomainInfo)
 _CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -46,6 +46,47 @@ class RunError(RuntimeError):
 class StaleRun:
     qemu: procs.ProcessRecord | None  # the orphan QEMU that was killed, if any was alive
     qemu_was_alive: bool
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """Facts of a run that the node agent reads: the VMI uid, the accelerator, where the pod
+    interface is (user-mode netdev, guest address) and the ports forwarded to the guest."""
+
+    uid: str
+    accel: str
+    pod_netdev: str
+    guest_address: str
+    ports: tuple[PortForward, ...] = ()
+
+
+def write_domain_info(run_dir: Path, info: DomainInfo) -> None:
+    doc = {
+        "uid": info.uid,
+        "accel": info.accel,
+        "podInterface": {"netdev": info.pod_netdev, "guestAddress": info.guest_address},
+        "ports": [{"protocol": p.protocol, "host": f"{p.host_addr}:{p.host_port}", "guestPort": p.guest_port}
+                  for p in info.ports],
+    }
+    tmp = run_dir / (DOMAIN_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(run_dir / DOMAIN_FILE)
+
+
+def read_domain_info(run_dir: Path) -> DomainInfo | None:
+    """None when the run has not written it (yet) or it is unreadable."""
+    try:
+        doc = json.loads((run_dir / DOMAIN_FILE).read_text())
+        iface = doc.get("podInterface") or {}
+        ports = []
+        for p in doc.get("ports") or []:
+            host, _, port = str(p["host"]).rpartition(":")
+            proto: Literal["tcp", "udp"] = "udp" if p.get("protocol") == "udp" else "tcp"
+            ports.append(PortForward(proto, host, int(port), int(p["guestPort"])))
+        return DomainInfo(str(doc.get("uid") or ""), str(doc.get("accel") or ""),
+                          str(iface.get("netdev") or ""), str(iface.get("guestAddress") or ""), tuple(ports))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def vms_dir() -> Path:
@@ -209,7 +250,13 @@ def prepare(
         ovmf_code=ovmf[0] if ovmf else LaunchEnv.ovmf_code,
         ovmf_vars=ovmf[1] if ovmf else None,
     )
-    (run_dir / PORTS_FILE).write_text(json.dumps(
-        [{"protocol": p.protocol, "host": f"{p.host_addr}:{p.host_port}", "guest_port": p.guest_port}
-         for p in forwards], indent=1) + "\n")
+    iface = pod_interface(vmi)
+    info = DomainInfo(
+        uid=str(vmi["metadata"].get("uid") or ""),
+        accel=accel,
+        pod_netdev=iface.netdev if iface else "",
+        guest_address=iface.guest_address if iface else "",
+        ports=forwards,
+    )
+    write_domain_info(run_dir, info)
     return VirtualMachine(vmi["metadata"]["name"], build_argv(vmi, env), env)

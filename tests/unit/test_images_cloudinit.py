@@ -234,7 +234,9 @@ def test_qga_protocol(guest: dict[str, ModuleType]) -> None:
     assert json.loads(ping) == {"return": {}}
     assert sync.startswith(b"\xff") and json.loads(sync[1:]) == {"return": 42}
     (info,) = _responses(qga, b'{"execute": "guest-info"}')
-    names = {c["name"] for c in json.loads(info)["return"]["supported_commands"]}
+    listed = [c["name"] for c in json.loads(info)["return"]["supported_commands"]]
+    assert len(listed) == len(set(listed)), listed
+    names = set(listed)
     assert {"guest-ping", "guest-info", "guest-get-osinfo", "guest-get-host-name", "guest-shutdown"} <= names
     (missing,) = _responses(qga, b'{"execute": "guest-nope", "id": 7}')
     assert json.loads(missing) == {

@@ -128,7 +128,7 @@ NO_RESPONSE = {"guest-shutdown"}
 
 
 def cmd_info(_args: dict[str, Any]) -> dict[str, Any]:
-    names = [*sorted(COMMANDS), "guest-info"]
+    names = set(COMMANDS) | {"guest-info"}
     return {
         "version": VERSION,
         "supported_commands": [
