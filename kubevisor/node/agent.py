@@ -12,7 +12,10 @@ from kubevisor.controller.base import timestamp, utcnow
 from kubevisor.controller.informer import Informer
 from kubevisor.controller.kube import LEASES, NODES, PODS, ApiError, Kube, Obj
 from kubevisor.controller.leader import format_micro_time
+from kubevisor.node.access import AccessServer, AccessService, AccessTLS
+from kubevisor.node.domain import Domains
 from kubevisor.node.node_object import (
+    ACCESS_ENDPOINT_ANNOTATION,
     NODE_LEASE_NAMESPACE,
     Capacity,
     lease_object,
@@ -20,6 +23,7 @@ from kubevisor.node.node_object import (
     node_status,
 )
 from kubevisor.node.pod_runner import PodRunner, default_launcher_argv
+from kubevisor.node.vmi_reporter import VMIStatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class AgentConfig:
     pod_cidr: str | None = None
     lease_renew_interval: float = LEASE_RENEW_INTERVAL
     status_interval: float = STATUS_INTERVAL
+    access_port: int = 0  # the access server's port (0: any free one); used with access_tls
+    access_tls: AccessTLS | None = None  # None: no access server (console, VNC ... unavailable)
 
 
 class NodeAgent:
@@ -65,6 +71,8 @@ class NodeAgent:
             )
         self._threads: list[threading.Thread] = []
         self._ready_since: str | None = None
+        self.access: AccessService | None = None
+        self.access_endpoint = ""
 
     # -- registration and heartbeat -----------------------------------------------------
     def register(self) -> None:
@@ -79,8 +87,27 @@ class NodeAgent:
             node = self.kube.create(NODES, None, body)
             log.info("registered node %s", c.node_name)
         self._ready_since = now
+        annotations = (node.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ACCESS_ENDPOINT_ANNOTATION, "") != self.access_endpoint:
+            value = self.access_endpoint or None  # no access server now: drop a stale endpoint
+            self.kube.patch(NODES, None, c.node_name,
+                            {"metadata": {"annotations": {ACCESS_ENDPOINT_ANNOTATION: value}}})
         self.post_status(node)
         self.renew_lease()
+
+    def start_access(self) -> None:
+        """The access server (console, VNC, port-forward, pause ...) and the VMI status reporter."""
+        c = self.config
+        if c.access_tls is None:
+            return
+        domains = Domains()
+        reporter = VMIStatusReporter(self.kube, domains, c.node_name, c.address)
+        server = AccessServer(domains, on_domain_change=reporter.trigger)
+        self.access = AccessService(server, reporter)
+        port = self.access.start(c.address, c.access_port, c.access_tls)
+        host = f"[{c.address}]" if ":" in c.address else c.address
+        self.access_endpoint = f"{host}:{port}"
+        log.info("node access server on https://%s", self.access_endpoint)
 
     def post_status(self, node: Obj | None = None) -> None:
         c = self.config
@@ -120,6 +147,7 @@ class NodeAgent:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        self.start_access()
         self.register()
         self.runner.adopt_all()
         self.pods.start()
@@ -136,6 +164,8 @@ class NodeAgent:
     def stop(self) -> None:
         """Stop watching and heart-beating. Launchers keep running: a restarted agent adopts them."""
         self.stop_event.set()
+        if self.access is not None:
+            self.access.stop()
         self.runner.stop()
         self.pods.stop()
         for t in self._threads:

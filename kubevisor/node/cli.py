@@ -1,8 +1,11 @@
 """`kubevisor node`: the node agent for embedded mode.
 
     kubevisor node --kubeconfig PATH [--node-name NAME] [--state-dir DIR] [--pod-log-dir DIR]
+                   [--access-cert CRT --access-key KEY --access-client-ca CA [--access-port N]]
 
-Registers the Node, renews its Lease, runs the virt-launcher pods bound to it. SIGTERM
+Registers the Node, renews its Lease, runs the virt-launcher pods bound to it, and (with the
+--access-* files) serves console, VNC, port-forward and pause/reset to the apiserver over
+mutual TLS, advertising HOST:PORT in the Node's kubevisor.io/access-endpoint annotation. SIGTERM
 stops the agent and leaves launchers running (a restarted agent adopts them);
 `--stop-pods-on-exit` powers them down too (each within its grace period) and reports their
 pods terminated, as a node shutdown.
@@ -25,6 +28,7 @@ from types import FrameType
 
 from kubevisor import paths
 from kubevisor.controller.kube import Kube
+from kubevisor.node.access import AccessTLS
 from kubevisor.node.agent import AgentConfig, NodeAgent
 from kubevisor.node.node_object import NodeError, check_node_name, host_capacity
 from kubevisor.node.pod_runner import default_launcher_argv
@@ -45,8 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON argv list run for each launcher pod, the VMI file appended (default: kubevisor vm run -f)",
     )
+    p.add_argument("--access-port", type=int, default=8186,
+                   help="port of the access server for console, VNC, port-forward (0: any free one)")
+    p.add_argument("--access-cert", type=Path, help="the access server's certificate (PEM)")
+    p.add_argument("--access-key", type=Path, help="its private key (PEM)")
+    p.add_argument("--access-client-ca", type=Path,
+                   help="CA of the apiserver's client certificate; without the three, no access server")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def access_tls(args: argparse.Namespace) -> AccessTLS | None:
+    """The access server's TLS files, all three or none (ValueError names what is wrong)."""
+    given = {"--access-cert": args.access_cert, "--access-key": args.access_key,
+             "--access-client-ca": args.access_client_ca}
+    if not any(given.values()):
+        return None
+    for flag, path in given.items():
+        if path is None:
+            raise ValueError(f"{flag} is required with the other --access-* flags")
+        if not path.is_file():
+            raise ValueError(f"{flag}: no such file {path}")
+    if not 0 <= args.access_port <= 65535:
+        raise ValueError(f"--access-port: {args.access_port} is out of range")
+    return AccessTLS(args.access_cert, args.access_key, args.access_client_ca)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ipaddress.ip_network(args.pod_cidr)
     except ValueError:
         print(f"kubevisor node: --pod-cidr: {args.pod_cidr!r} is not a CIDR", file=sys.stderr)
+        return 2
+    try:
+        tls = access_tls(args)
+    except ValueError as exc:
+        print(f"kubevisor node: {exc}", file=sys.stderr)
         return 2
     if args.kubeconfig and not os.path.isfile(args.kubeconfig):
         print(f"kubevisor node: --kubeconfig: no such file {args.kubeconfig}", file=sys.stderr)
@@ -90,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     state_dir: Path = args.state_dir or paths.run_dir() / "node" / name
     log_dir: Path = args.pod_log_dir or state_dir / "logs"
-    config = AgentConfig(name, args.address, state_dir, log_dir, host_capacity(), args.pod_cidr or None)
+    config = AgentConfig(name, args.address, state_dir, log_dir, host_capacity(), args.pod_cidr or None,
+                         access_port=args.access_port, access_tls=tls)
     agent = NodeAgent(kube, config, launcher_argv=launcher_argv)
     stop = threading.Event()
 

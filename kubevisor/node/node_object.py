@@ -22,6 +22,8 @@ KVM_SLOTS = 1000  # KubeVirt's device plugin default (--max-devices)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION = 40  # seconds, as kubelet's
 AGENT_VERSION = "kubevisor-node"
+# HOST:PORT of the node agent's access server (mutual TLS), where the apiserver reaches VMIs.
+ACCESS_ENDPOINT_ANNOTATION = "kubevisor.io/access-endpoint"
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 

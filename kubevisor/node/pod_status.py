@@ -41,6 +41,9 @@ def running_status(pod: Obj, host_ip: str, started_at: str, now: str) -> Obj:
         "conditions": _conditions(now, ready=True),
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
+        # Launcher processes share the node's network (a hostNetwork pod): the pod IP is the node's.
+        "podIP": host_ip,
+        "podIPs": [{"ip": host_ip}],
         "startTime": started_at,
         "containerStatuses": [
             {
