@@ -23,6 +23,7 @@ from aiohttp import web
 from kubevisor.apiserver.certs import add_token, ensure_pki, ensure_tokens, write_kubeconfig
 from kubevisor.apiserver.controllers import Controllers
 from kubevisor.apiserver.extensions import Extensions
+from kubevisor.apiserver.metrics import RequestMetrics
 from kubevisor.apiserver.registry import SYSTEM_NAMESPACES, Registry, WriteOptions
 from kubevisor.apiserver.server import APIServer
 from kubevisor.apiserver.storage import SQLiteStorage
@@ -40,6 +41,7 @@ class EmbeddedAPIServer:
         self.registry = Registry(self.storage, self.extensions)
         self.controllers = Controllers(self.storage, self.registry)
         self.kubeconfig_path = data_dir / "admin.kubeconfig"
+        self.metrics = RequestMetrics()  # /metrics; in-process API groups add their own series
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._compactor: asyncio.Task[None] | None = None
@@ -56,7 +58,7 @@ class EmbeddedAPIServer:
             del crd_key
             self.registry.register_crd(crd)
         await self._seed()
-        self.api = APIServer(self.storage, self.registry, tokens, f"{host}:{port}")
+        self.api = APIServer(self.storage, self.registry, tokens, f"{host}:{port}", self.metrics)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(srv_crt), str(srv_key))
         ctx.set_alpn_protocols(["http/1.1"])

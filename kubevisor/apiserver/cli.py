@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the kubevirt.io API: install its CRDs and run its admission (defaults, validation)",
     )
+    parser.add_argument(
+        "--node-access-dir",
+        type=Path,
+        default=None,
+        help="with --kubevirt: the node-access CA and the apiserver's client certificate (ca.crt, "
+        "apiserver-client.crt/.key) to reach node agents for console, VNC, port-forward, pause",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -62,14 +69,22 @@ async def serve(
     pod_log_dir: Path | None = None,
     users: list[str] | None = None,
     kubevirt: bool = False,
+    node_access_dir: Path | None = None,
 ) -> None:
     server = EmbeddedAPIServer(data_dir)
+    dialer = None
     if pod_log_dir is not None:
         server.extensions.set_log_source(PodLogDirectory(pod_log_dir, alive=server.pod_alive))
     if kubevirt:
         from kubevisor.api import admission
+        from kubevisor.apiserver.certs import NodeAccessPKI
+        from kubevisor.virtapi.dialer import NodeDialer
+        from kubevisor.virtapi.subresources import GROUP, RESOURCES, VERSION, SubresourceAPI
 
         admission.register(server.registry)
+        dialer = NodeDialer(NodeAccessPKI(node_access_dir)) if node_access_dir is not None else None
+        virt_api = SubresourceAPI(server.registry, dialer, server.metrics.registry)
+        server.extensions.add_api_group(GROUP, VERSION, RESOURCES, virt_api.handle)
     await server.start(host, port)
     if kubevirt:
         from kubevisor.api import admission
@@ -91,6 +106,8 @@ async def serve(
         await stop.wait()
     finally:
         await server.stop()
+        if dialer is not None:
+            await dialer.close()
 
 
 def main(argv: Sequence[str]) -> int:
@@ -105,11 +122,21 @@ def main(argv: Sequence[str]) -> int:
         print(f"kubevisor apiserver: {exc}", file=sys.stderr)
         return 2
     data_dir: Path = args.data_dir
+    access: Path | None = args.node_access_dir
+    if access is not None:
+        from kubevisor.apiserver.certs import NodeAccessPKI
+
+        pki = NodeAccessPKI(access)
+        missing = [str(p) for p in (pki.ca, pki.client_cert, pki.client_key) if not p.is_file()]
+        if missing or not args.kubevirt:
+            why = f"missing {', '.join(missing)}" if missing else "needs --kubevirt"
+            print(f"kubevisor apiserver: --node-access-dir: {why}", file=sys.stderr)
+            return 2
     if data_dir.exists() and not data_dir.is_dir():
         print(f"kubevisor apiserver: --data-dir: {data_dir} is not a directory", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(data_dir, host, port, args.pod_log_dir, args.kubeconfig_for, args.kubevirt))
+        asyncio.run(serve(data_dir, host, port, args.pod_log_dir, args.kubeconfig_for, args.kubevirt, access))
     except OSError as exc:
         print(f"kubevisor apiserver: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -118,7 +118,14 @@ def decode_continue(token: str) -> tuple[int, str]:
 
 
 class APIServer:
-    def __init__(self, storage: Storage, registry: Registry, tokens: dict[str, str], address: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        registry: Registry,
+        tokens: dict[str, str],
+        address: str,
+        metrics: RequestMetrics | None = None,
+    ) -> None:
         self.storage = storage
         self.registry = registry
         self.tokens = tokens
@@ -127,7 +134,7 @@ class APIServer:
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         self._openapi_cache: dict[tuple[str, str], tuple[int, Obj, str]] = {}
-        self.metrics = RequestMetrics()
+        self.metrics = metrics or RequestMetrics()
 
     # -- middleware ------------------------------------------------------------------------
     @web.middleware
