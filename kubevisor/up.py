@@ -15,8 +15,9 @@ VMs that still run (same QEMU processes).
 
 Layout of DIR: apiserver/ (database, PKI, kubeconfigs), node/ (pod state), run/ (the
 launchers' run dirs: sockets, overlays, seeds, serial logs), local-path/ (PVC data of the
-default StorageClass), logs/ (component and pod logs), procs/ (process records), kubeconfig
-(the admin kubeconfig).
+default StorageClass), logs/ (component and pod logs), procs/ (process records), node-access/
+(the CA and certificates of the apiserver → node agent link, mutual TLS), kubeconfig (the
+admin kubeconfig).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from kubevisor import paths, procs
+from kubevisor.apiserver.certs import NodeAccessPKI, ensure_node_access_pki
 
 PROG = "kubevisor up"
 ROLES = ("apiserver", "controller", "node")
@@ -93,6 +95,11 @@ class Layout:
         return self.root / "procs"
 
     @property
+    def node_access(self) -> Path:
+        """The apiserver → node agent mutual-TLS files (console, VNC, port-forward, pause)."""
+        return self.root / "node-access"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 
@@ -147,6 +154,7 @@ class Up:
     def plan(self) -> None:
         lay = self.layout
         env = self._child_env()
+        access = NodeAccessPKI(lay.node_access)
         self.children = {
             "apiserver": Child(
                 "apiserver",
@@ -159,6 +167,8 @@ class Up:
                     "--pod-log-dir",
                     str(lay.pod_logs),
                     "--kubevirt",
+                    "--node-access-dir",
+                    str(lay.node_access),
                     "--kubeconfig-for",
                     CONTROLLER_USER,
                     "--kubeconfig-for",
@@ -194,6 +204,14 @@ class Up:
                     "--pod-log-dir",
                     str(lay.pod_logs),
                     "--stop-pods-on-exit",
+                    "--access-port",
+                    "0",
+                    "--access-cert",
+                    str(access.node_cert(self.node_name)),
+                    "--access-key",
+                    str(access.node_key(self.node_name)),
+                    "--access-client-ca",
+                    str(access.ca),
                     "--log-level",
                     self.log_level,
                 ),
@@ -268,6 +286,7 @@ class Up:
         child = self.children["apiserver"]
         self.start_child(child)
         self._wait("the apiserver", self._serving(child), READY_TIMEOUT, child)
+        self.pin_listen_port(child)
         admin = self.layout.apiserver / "admin.kubeconfig"
         link = self.layout.kubeconfig
         if not (link.is_symlink() and os.readlink(link) == "apiserver/admin.kubeconfig"):
@@ -276,6 +295,17 @@ class Up:
             link.symlink_to("apiserver/admin.kubeconfig")
         if not admin.exists():
             raise UpError(f"the apiserver wrote no kubeconfig at {admin}")
+
+    def pin_listen_port(self, child: Child) -> None:
+        """A port chosen by the system (`--listen HOST:0`) is kept for restarts of the apiserver:
+        the other children's kubeconfigs name it."""
+        port = self.server_url.rsplit(":", 1)[-1]
+        host, _, wanted = self.listen.rpartition(":")
+        if wanted != "0" or not port.isdigit():
+            return
+        self.listen = f"{host}:{port}"
+        flag = child.argv.index("--listen")
+        child.argv[flag + 1] = self.listen
 
     def wait_node_ready(self) -> None:
         from kubevisor.controller.kube import NODES, ApiError, Kube
@@ -330,6 +360,7 @@ class Up:
         procs.write_record(own, procs.ProcessRecord.of(os.getpid(), sys.argv, "up"))
         try:
             self.clean_leftovers()
+            ensure_node_access_pki(lay.node_access, {self.node_name: ["127.0.0.1"]})
             self.plan()
             self.prepare_images()
             _say(f"starting the apiserver (log: {lay.log('apiserver')})")

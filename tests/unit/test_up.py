@@ -28,6 +28,33 @@ def test_children_share_one_layout(tmp_path: Path) -> None:
     assert node.env["KUBEVISOR_RUN"] == str(tmp_path / "run")
 
 
+def test_node_access_link_files(tmp_path: Path) -> None:
+    """The apiserver gets the node-access client files, the node agent its serving certificate."""
+    u = up.Up(up.Layout(tmp_path), "127.0.0.1:0", "node1", "INFO", python="/py")
+    u.plan()
+    api, node = u.children["apiserver"], u.children["node"]
+    access = tmp_path / "node-access"
+    assert api.argv[api.argv.index("--node-access-dir") + 1] == str(access)
+    assert node.argv[node.argv.index("--access-cert") + 1] == str(access / "node-node1.crt")
+    assert node.argv[node.argv.index("--access-client-ca") + 1] == str(access / "ca.crt")
+
+
+def test_a_restarted_apiserver_keeps_the_port_it_was_given(tmp_path: Path) -> None:
+    # --listen HOST:0 picks a port once; the controller's and node's kubeconfigs name it, so a
+    # restart of the apiserver must listen there again, not on a new random port.
+    u = up.Up(up.Layout(tmp_path), "127.0.0.1:0", "node1", "INFO", python="/py")
+    u.plan()
+    api = u.children["apiserver"]
+    u.server_url = "https://127.0.0.1:40123"
+    u.pin_listen_port(api)
+    assert api.argv[api.argv.index("--listen") + 1] == "127.0.0.1:40123"
+    fixed = up.Up(up.Layout(tmp_path), "127.0.0.1:6443", "node1", "INFO", python="/py")
+    fixed.plan()
+    fixed.server_url = "https://127.0.0.1:6443"
+    fixed.pin_listen_port(fixed.children["apiserver"])
+    assert "127.0.0.1:6443" in fixed.children["apiserver"].argv
+
+
 @pytest.mark.parametrize(
     "args",
     [["--listen", "nohost"], ["--listen", "127.0.0.1:99999"], ["--node-name", "Bad_Name"]],
