@@ -241,3 +241,10 @@ def write_kubeconfig(path: Path, server: str, ca_crt: Path, token: str, user: st
         ],
     }
     _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+def issue_node_access_client(pki: NodeAccessPKI, common_name: str, crt: Path, key: Path) -> None:
+    """A client certificate of the node-access CA for another identity (node agents answer 403 to
+    any but the apiserver's: this is how that is checked, and how an operator would test it)."""
+    ca, _ = _ensure_ca(pki.ca, pki.directory / "ca.key", "kubevisor-node-access-ca")
+    _issue(ca, crt, key, common_name, [], ExtendedKeyUsageOID.CLIENT_AUTH)
