@@ -21,6 +21,7 @@ from kubevisor.controller.run_strategy import (
     VM_CONTROLLER_FINALIZER,
     RunStrategyError,
     decide,
+    first_request,
     vmi_from_vm,
 )
 from kubevisor.controller.vm_status import Expecting, compute_vm_status, semantically_equal
@@ -186,6 +187,11 @@ class VMController(Controller):
 
     def _start(self, key: str, vm: Obj) -> tuple[str, str] | None:
         body = vmi_from_vm(vm)
+        request = first_request(vm)
+        if request is not None and request.get("action") == START and (
+            (request.get("data") or {}).get("paused") == "true"
+        ):  # `virtctl start --paused`: the guest waits, stopped before its first instruction
+            body["spec"]["startStrategy"] = "Paused"
         ns = body["metadata"]["namespace"]
         self.expectations.expect_creations(key, 1)
         try:

@@ -155,7 +155,10 @@ async def _run(opts: argparse.Namespace, publish: list[PortForward]) -> int:
             out.say(f"port {pf.guest_port}/{pf.protocol} -> {pf.host_addr}:{pf.host_port}")
         if opts.console or opts.demo:
             console = await Console.connect(vm.env.serial_socket)
-        await vm.resume()
+        if vmi["spec"].get("startStrategy") == "Paused":
+            out.say("startStrategy Paused: the guest waits to be unpaused (virtctl unpause)")
+        else:
+            await vm.resume()
         if opts.demo:
             assert console is not None
             ok = await _demo(vm, console, stop, opts.timeout, started)

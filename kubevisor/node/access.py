@@ -34,7 +34,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from kubevisor.apiserver.certs import APISERVER_CLIENT_CN
 from kubevisor.hypervisor.guest_agent import GuestAgentError
-from kubevisor.node.domain import Domain, DomainError, Domains
+from kubevisor.node.domain import PAUSED_STATES, Domain, DomainError, Domains
 from kubevisor.node.guest_info import guest_os_info
 from kubevisor.node.vmi_reporter import VMIStatusReporter
 
@@ -169,17 +169,17 @@ class AccessServer:
             domain = await self._domain(request)
             state = await domain.run_status()
             if op == "pause":
-                if state == "paused":
+                if state in PAUSED_STATES:
                     raise DomainError("VMI is already paused")
                 await domain.pause()
             elif op == "unpause":
-                if state != "paused":
+                if state not in PAUSED_STATES:
                     raise DomainError("VMI is not paused")
                 await domain.resume()
             elif op == "reset":
                 await domain.reset()
             else:
-                if state == "paused":
+                if state in PAUSED_STATES:
                     raise DomainError("VMI is paused")
                 try:
                     await domain.agent.execute("guest-shutdown", {"mode": "reboot"}, no_reply=True)

@@ -25,6 +25,9 @@ from kubevisor.hypervisor.vm import qemu_record_path
 from kubevisor.launcher import runner
 
 QMP_TIMEOUT = 5.0
+# QEMU run states of a guest that is not running by request: paused, or never started
+# (startStrategy Paused leaves QEMU in prelaunch until `cont`).
+PAUSED_STATES = ("paused", "prelaunch")
 
 
 class DomainError(RuntimeError):

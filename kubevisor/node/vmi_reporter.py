@@ -17,7 +17,7 @@ from kubevisor.controller.base import timestamp
 from kubevisor.controller.kube import VMIS, ApiError, Kube, Obj
 from kubevisor.hypervisor.guest_agent import GuestAgentError
 from kubevisor.launcher import runner
-from kubevisor.node.domain import Domain, DomainError, Domains
+from kubevisor.node.domain import PAUSED_STATES, Domain, DomainError, Domains
 from kubevisor.node.guest_info import guest_interfaces, os_info
 from kubevisor.node.vmi_status import DomainFacts, node_vmi_status
 
@@ -101,7 +101,7 @@ class VMIStatusReporter:
             except GuestAgentError:
                 pass
         return DomainFacts(
-            paused=state == "paused",
+            paused=state in PAUSED_STATES,
             accel=info.accel if info is not None else "",
             agent_connected=connected,
             pod_ip=self.pod_ip,

@@ -23,7 +23,11 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     register_action(sub, parents, "pause", "Pause a virtual machine (vm) or instance (vmi).")
 
 
+GERUND = {"pause": "pausing", "unpause": "unpausing"}
+
+
 async def act(args: argparse.Namespace, client: Client, action: str) -> int:
+    doing = GERUND.get(action, f"{action}ing")
     if args.kind == "vm":
         await require_vm(client, args.name)
     body = {"dryRun": ["All"]} if args.dry_run else {}
@@ -32,11 +36,11 @@ async def act(args: argparse.Namespace, client: Client, action: str) -> int:
     except NotFound as err:
         if args.kind == "vm":
             raise VirtctlError(
-                f'Error {action}ing VirtualMachine "{args.name}": it is not running', 409
+                f'Error {doing} VirtualMachine "{args.name}": it is not running', 409
             ) from err
-        raise VirtctlError(f"Error {action}ing VirtualMachineInstance {err}", 404) from err
+        raise VirtctlError(f"Error {doing} VirtualMachineInstance {err}", 404) from err
     except VirtctlError as err:
         kind = "VirtualMachine" if args.kind == "vm" else "VirtualMachineInstance"
-        raise VirtctlError(f"Error {action}ing {kind} {err}", err.status) from err
+        raise VirtctlError(f"Error {doing} {kind} {err}", err.status) from err
     print(f"VMI {args.name} was scheduled to {action}")
     return 0

@@ -428,6 +428,16 @@ def test_guestosinfo_and_vmi_status_from_the_guest_agent(system: System) -> None
     assert iface["name"] == "default" and iface["interfaceName"] == "eth0" and iface["ipAddress"]
 
 
+def test_a_missing_vm_is_a_clear_error(system: System) -> None:
+    calls = (["console", "nosuch", "--timeout", "1"], ["start", "nosuch"], ["pause", "vmi", "nosuch"],
+             ["vnc", "screenshot", "nosuch", "--file", "/dev/null"], ["port-forward", "vm/nosuch", "1:80"])
+    for args in calls:
+        done = system.virtctl(*args, timeout=60)
+        assert done.returncode != 0, args
+        assert '"nosuch" not found' in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+
+
 # -- credentials ----------------------------------------------------------------------------------
 SUBRESOURCE_CALLS = [
     ("PUT", "virtualmachines", "start"), ("PUT", "virtualmachines", "stop"),
@@ -578,5 +588,27 @@ def test_stop_start_restart_move_through_the_states(system: System) -> None:
         wait_for("a new VMI", lambda: system.vmi()["metadata"]["uid"] != uid, timeout=BOOT_TIMEOUT)
         after = trail.until("Running")[mark:]
         assert "Stopping" in after and after[-1] == "Running", after
+    finally:
+        trail.close()
+
+
+def test_start_paused_waits_for_unpause(system: System) -> None:
+    trail = StatusTrail(system)
+    try:
+        done = system.virtctl("stop", VM)
+        assert done.returncode == 0, done.stderr
+        trail.until("Stopped")
+        logged = system.serial_log
+        done = system.virtctl("start", "--paused", VM)
+        assert done.returncode == 0, done.stderr
+        trail.until("Paused")
+        assert system.vmi()["spec"]["startStrategy"] == "Paused"
+        assert system.condition("Paused") == "True"
+        time.sleep(3)
+        assert b"SYSLINUX" not in logged.read_bytes()  # not one instruction of the guest ran
+        done = system.virtctl("unpause", "vmi", VM)
+        assert done.returncode == 0, done.stderr
+        trail.until("Running")
+        wait_for("the boot", lambda: b"SYSLINUX" in logged.read_bytes(), timeout=BOOT_TIMEOUT)
     finally:
         trail.close()
