@@ -34,6 +34,47 @@ def runtime_wrapper(dest: Path, env: dict[str, str] | None = None) -> Path:
     return dest
 
 
+class Podman:
+    """Debian's podman (+ conmon) with its own storage, run and tmp directories, so the host's
+    podman state is not touched. `runtime` is passed as --runtime: a path or a runtime's name."""
+
+    def __init__(self, tmp: Path, runtime: Path | str) -> None:
+        self.tmp = tmp
+        self.runtime = runtime
+        self.base = [
+            "podman",
+            "--root", str(tmp / "storage"),
+            "--runroot", str(tmp / "runroot"),
+            "--tmpdir", str(tmp / "ptmp"),
+            "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file",
+            "--runtime", str(runtime),
+        ]  # fmt: skip
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def remove_containers(self) -> None:
+        self("rm", "--all", "--force", "--time", "0", check=False)
+
+    def remove_images_and_storage(self) -> None:
+        self("rmi", "--all", "--force", check=False)
+        subprocess.run(
+            ["umount", "--recursive", "--lazy", str(self.tmp / "storage")], capture_output=True, check=False
+        )  # podman's own storage mounts, if any
+
+
 def become_subreaper() -> None:
     """Like conmon and containerd's shim: orphaned shims become our children, so we can wait on them."""
     libc = ctypes.CDLL(None, use_errno=True)

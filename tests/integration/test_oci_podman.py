@@ -13,12 +13,11 @@ import shutil
 import subprocess
 import termios
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from oci_helpers import runtime_wrapper, settled_leftovers
-from oci_image import busybox_rootfs, rootfs_tar
+from oci_helpers import Podman, runtime_wrapper, settled_leftovers
+from oci_image import busybox_image_tar
 
 pytestmark = [
     pytest.mark.vm,
@@ -30,51 +29,17 @@ pytestmark = [
 IMAGE = "localhost/kv-busybox:test"
 
 
-class Podman:
-    def __init__(self, tmp: Path, runtime: Path) -> None:
-        self.tmp = tmp
-        self.runtime = runtime
-        self.base = [
-            "podman",
-            "--root", str(tmp / "storage"),
-            "--runroot", str(tmp / "runroot"),
-            "--tmpdir", str(tmp / "ptmp"),
-            "--storage-driver", "vfs",
-            "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file",
-            "--runtime", str(runtime),
-        ]  # fmt: skip
-
-    def argv(self, *args: str) -> list[str]:
-        return [*self.base, *args]
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("podman")
     run_dir = tmp / "run"
     wrapper = runtime_wrapper(tmp / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)})
     podman = Podman(tmp, wrapper)
-    rootfs = busybox_rootfs(tmp / "rootfs")
-    (tmp / "rootfs.tar").write_bytes(rootfs_tar(rootfs))
-    podman("import", str(tmp / "rootfs.tar"), IMAGE)
+    podman("import", str(busybox_image_tar(tmp)), IMAGE)
     yield {"tmp": tmp, "podman": podman, "run_dir": run_dir, "wrapper": wrapper}
-    podman("rm", "--all", "--force", "--time", "0", check=False)
+    podman.remove_containers()
     leftovers = settled_leftovers(run_dir, wrapper, tmp / "runroot")
-    podman("rmi", "--all", "--force", check=False)
-    subprocess.run(
-        ["umount", "--recursive", "--lazy", str(tmp / "storage")], capture_output=True, check=False
-    )  # podman's own storage mounts, if any
+    podman.remove_images_and_storage()
     assert leftovers == []
 
 
