@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubevisor.oci.state import HELD_LOCK_FDS, ContainerRecord, Store, now_rfc3339, validate_id
+from kubevisor.oci.state import (
+    HELD_LOCK_FDS,
+    ContainerRecord,
+    NoSuchContainer,
+    Store,
+    now_rfc3339,
+    validate_id,
+)
 from kubevisor.sandbox.agent_client import AgentClient, AgentError
 from kubevisor.sandbox.pidrec import ProcRecord
 from kubevisor.sandbox.sandbox import Sandbox, SandboxError
@@ -271,8 +278,16 @@ def kill(store: Store, cid: str, sig: int, all_processes: bool) -> None:
 
 
 def delete(store: Store, cid: str, force: bool) -> None:
+    """Like runc: an id without a record is an error, except with --force; either way a directory
+    left by a create that died before writing its record is removed, so the id can be used again."""
     with store.lock(cid):
-        rec = store.load(cid)
+        try:
+            rec = store.load(cid)
+        except NoSuchContainer:
+            remove_state_dir(store, cid)
+            if force:
+                return
+            raise
         status = store.status(rec)
         if status in ("running", "paused") and not force:
             raise RuntimeFailure(f"cannot delete container {cid!r} that is not stopped: {status}")
