@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def runtime_wrapper(dest: Path, env: dict[str, str] | None = None) -> Path:
+def runtime_wrapper(dest: Path, env: dict[str, str] | None = None, root: Path | None = None) -> Path:
     """An executable that runs the kubevisor-runtime under test (this checkout, this interpreter).
 
     Callers such as conmon or containerd's shim do not pass our environment through, so the
-    wrapper fixes PYTHONPATH (also for the monitor it starts) and any KUBEVISOR_* settings.
+    wrapper fixes PYTHONPATH (also for the monitor it starts) and any KUBEVISOR_* settings. With
+    `root`, `--root root` comes first on every call (a caller's own --root, later, still wins):
+    podman passes none, and the default root is shared by everything on the host.
     """
     settings = {"PYTHONPATH": str(REPO), **(env or {})}
     dest.write_text(
@@ -28,7 +30,8 @@ def runtime_wrapper(dest: Path, env: dict[str, str] | None = None) -> Path:
         f"os.environ.update({settings!r})\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from kubevisor.oci.main import main\n"
-        "sys.exit(main())\n"
+        + (f"sys.argv[1:1] = ['--root', {str(root)!r}]\n" if root else "")
+        + "sys.exit(main())\n"
     )
     dest.chmod(0o755)
     return dest
@@ -166,6 +169,17 @@ def sandbox_leftovers(run_dir: Path, *markers: Path) -> list[str]:
             continue
         if any(n in cmdline for n in names) and stat[stat.rindex(")") + 2] != "Z":
             found.append(f"process {proc.name}: {cmdline[:160]}")
+    return found
+
+
+def state_left(root: Path) -> list[str]:
+    """Container records and sandbox records left under a runtime's --root (lock files may stay)."""
+    if not root.exists():
+        return []
+    found = [f"container {p.name}" for p in root.iterdir() if not p.name.startswith(".")]
+    sandboxes = root / ".sandboxes"
+    if sandboxes.exists():
+        found += [f"sandbox {p.name}" for p in sandboxes.iterdir()]
     return found
 
 
