@@ -90,6 +90,12 @@ def fork_shim(
             for fd in list(HELD_LOCK_FDS):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if tty_fd is not None:
+                # The pty is the process's stdio (as runc's container process has it): the
+                # caller's stdin/stdout/stderr are let go, or a caller reading them to EOF hangs.
+                for std in (0, 1, 2):
+                    if std != tty_fd:
+                        os.dup2(tty_fd, std)
             os.write(ready_w, b"1")
             os.close(ready_w)
             code = run_shim(sb.paths.agent_socket, cid, exec_id, tty_fd, exit_file, session=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +32,49 @@ from oci_image import busybox_rootfs
 pytestmark = pytest.mark.vm
 
 POD = "pod1"
+
+
+class ConsoleSocket:
+    """The caller's end of runc's --console-socket: receives the pty master as SCM_RIGHTS."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(1)
+        self.sock.settimeout(300)
+
+    def __enter__(self) -> ConsoleSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        self.path.unlink()
+
+    def receive(self) -> int:
+        conn, _ = self.sock.accept()
+        with conn:
+            name, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        assert name and len(fds) == 1, (name, fds)
+        return fds[0]
+
+
+def read_all(fd: int, timeout: float = 120) -> str:
+    """Everything from a pty master until the other side is closed (EIO) or the timeout."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
 
 
 def pod_annotations(kind: str, crio: bool = False) -> dict[str, str]:
@@ -287,6 +332,22 @@ def test_exec_kill_ps_pause_update_events(env: Any) -> None:
         "exec", "--env", "X=y z", "--cwd", "/tmp", "svc", "sh", "-c", 'echo "$X $(pwd)"; exit 4', check=False
     )
     assert (ex.stdout, ex.returncode) == ("y z /tmp\n", 4)
+    ids = rt("exec", "-u", "1000:1000", "-g", "10", "svc", "sh", "-c", "echo $(id -u):$(id -G)")
+    assert ids.stdout == "1000:1000 10\n"
+    # detached exec on a terminal: the pty master comes over --console-socket, as conmon gets it
+    with ConsoleSocket(tmp / "console.sock") as console:
+        rt(
+            "exec", "--detach", "--tty", "--console-socket", str(console.path), "--pid-file",
+            str(tmp / "tty.pid"), "svc", "sh", "-c", "tty; read line; echo got=$line; exit 6",
+        )  # fmt: skip
+        master = console.receive()
+    try:
+        os.write(master, b"hello\r")
+        text = read_all(master)
+    finally:
+        os.close(master)
+    assert wait_child(int((tmp / "tty.pid").read_text())) == 6
+    assert "/dev/pts/" in text and "got=hello" in text, text
     # detached exec with a process.json and a pid-file, like conmon
     proc_json = tmp / "exec.json"
     proc_json.write_text(

@@ -255,3 +255,43 @@ def test_update_refuses_what_a_vm_cannot_change(
 def test_main_returns_one_for_a_known_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", str(tmp_path), "start", "nosuch"]) == 1
     assert capsys.readouterr().err == "kubevisor-runtime: container 'nosuch' does not exist\n"
+
+
+def test_exec_process_from_flags_starts_from_the_containers_process(tmp_path: Path) -> None:
+    """`exec` without --process builds process.json like runc: the container's process (env, cwd,
+    user, capabilities, rlimits) with the flags on top."""
+    from kubevisor.oci.runtime import exec_spec_from_args
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(
+        json.dumps(
+            {
+                "process": {
+                    "args": ["sleep", "1"],
+                    "env": ["PATH=/bin", "A=1"],
+                    "cwd": "/srv",
+                    "user": {"uid": 5, "gid": 5},
+                    "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"]},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10}],
+                    "terminal": True,
+                }
+            }
+        )
+    )
+    store = Store(tmp_path / "root")
+    store.reserve("c1")
+    store.save(ContainerRecord(id="c1", bundle=str(bundle), rootfs="", sandbox_id="c1", status="running"))
+    plain = exec_spec_from_args(store, "c1", ["sh", "-c", "a b"], False, None, [], None, [], [], False)
+    assert plain["args"] == ["sh", "-c", "a b"] and plain["terminal"] is False
+    assert (plain["env"], plain["cwd"], plain["user"]) == (["PATH=/bin", "A=1"], "/srv", {"uid": 5, "gid": 5})
+    assert plain["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10}]
+    flags = exec_spec_from_args(
+        store, "c1", ["id"], True, "/tmp", ["A=2", "B=3"], "7:8", [10, 20], ["CAP_KILL"], True
+    )
+    assert flags["env"] == ["PATH=/bin", "A=2", "B=3"] and flags["cwd"] == "/tmp" and flags["terminal"]
+    assert flags["user"] == {"uid": 7, "gid": 8, "additionalGids": [10, 20]}
+    assert flags["capabilities"]["bounding"] == ["CAP_CHOWN", "CAP_KILL"]
+    assert flags["capabilities"]["permitted"] == ["CAP_KILL"] and flags["noNewPrivileges"] is True
+    with pytest.raises(RuntimeFailure, match="uid"):
+        exec_spec_from_args(store, "c1", ["id"], False, None, [], "nobody", [], [], False)
