@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import big_mappings_pss_kib, loadavg, machine, smaps_rollup_kib  # noqa: E402
 from kubevisor.sandbox.vmconfig import VMConfig  # noqa: E402
-from tests.integration.oci_helpers import Podman, runtime_wrapper, settled_leftovers  # noqa: E402
+from tests.integration.oci_helpers import Podman, runtime_wrapper, settled_leftovers, state_left  # noqa: E402
 from tests.integration.oci_image import busybox_image_tar  # noqa: E402
 
 IMAGE = "localhost/kv-busybox:bench"
@@ -360,9 +360,9 @@ def time_argv(argv: list[str], runs: int) -> dict[str, Any]:
     return {"argv": argv, **{f"{k}_ms" if k != "n" else k: v for k, v in stats(walls, 1).items()}}
 
 
-def import_profile(cid: str, runs: int) -> dict[str, Any]:
+def import_profile(argv: list[str], runs: int) -> dict[str, Any]:
     """`python -X importtime` of a `state` call: modules imported and their summed self time."""
-    code = f"import sys; from kubevisor.oci.main import main; sys.exit(main(['state', {cid!r}]))"
+    code = f"import sys; from kubevisor.oci.main import main; sys.exit(main({argv!r}))"
     totals, counts = [], []
     top: list[tuple[int, str]] = []
     for _ in range(runs):
@@ -395,7 +395,7 @@ def import_profile(cid: str, runs: int) -> dict[str, Any]:
     }
 
 
-def short_verbs(kv: Podman, runc: Podman, runs: int) -> dict[str, Any]:
+def short_verbs(kv: Podman, runc: Podman, root: Path, runs: int) -> dict[str, Any]:
     kv("run", "-d", "--name", "kvbench-state", "--network", "none", IMAGE, "sleep", "1000000", timeout=600)
     runc(
         "run", "-d", "--name", "kvbench-state-runc", "--network", "none", *LOW_ULIMITS, IMAGE, "sleep",
@@ -404,17 +404,17 @@ def short_verbs(kv: Podman, runc: Podman, runs: int) -> dict[str, Any]:
     cid = kv("inspect", "--format", "{{.Id}}", "kvbench-state").stdout.strip()
     runc_cid = runc("inspect", "--format", "{{.Id}}", "kvbench-state-runc").stdout.strip()
     entry_point = Path(sys.executable).parent / "kubevisor-runtime"
-    state = json.loads(subprocess.run([str(entry_point), "state", cid], capture_output=True,
-                                      text=True, check=True).stdout)  # fmt: skip
+    state_argv = [str(entry_point), "--root", str(root), "state", cid]
+    state = json.loads(subprocess.run(state_argv, capture_output=True, text=True, check=True).stdout)
     if state["status"] != "running":
         raise RuntimeError(f"kubevisor-runtime state: {state}")
     result = {
-        "kubevisor_runtime_state": time_argv([str(entry_point), "state", cid], runs),
+        "kubevisor_runtime_state": time_argv(state_argv, runs),
         "kubevisor_runtime_version": time_argv([str(entry_point), "--version"], runs),
         "python_bare_start": time_argv([sys.executable, "-c", "pass"], runs),
         "python_isolated_start": time_argv([sys.executable, "-I", "-S", "-c", "pass"], runs),
         "runc_state": time_argv(["runc", "state", runc_cid], runs),
-        "import_profile_of_state": import_profile(cid, 5),
+        "import_profile_of_state": import_profile(state_argv[1:], 5),
     }
     for arg in result.values():
         if "argv" in arg:
@@ -442,21 +442,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kubevisor-bench-runtime-") as tmp:
         work = Path(tmp)
         run_dir = work / "run"
-        wrapper = runtime_wrapper(work / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)})
+        root = work / "runtime-root"
+        wrapper = runtime_wrapper(work / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)}, root=root)
         kv, crun, runc = Podman(work, wrapper), Podman(work, "crun"), Podman(work, "runc")
         leftovers: list[str] = []
         try:
             kv("import", str(busybox_image_tar(work)), IMAGE)
             for key, measure in (
                 ("to_workload", lambda: to_workload(kv, crun, runc, args.runs)),
-                ("short_verbs", lambda: short_verbs(kv, runc, args.state_runs)),
+                ("short_verbs", lambda: short_verbs(kv, runc, root, args.state_runs)),
                 ("idle_sandboxes", lambda: idle_sandboxes(kv, run_dir, args.sandboxes, args.idle)),
             ):
                 before = loadavg()
                 result[key] = {"loadavg_before": before, **measure(), "loadavg_after": loadavg()}
         finally:
             kv.remove_containers()
-            leftovers = settled_leftovers(run_dir, wrapper, work / "runroot")
+            leftovers = settled_leftovers(run_dir, wrapper, work / "runroot") + state_left(root)
             kv.remove_images_and_storage()
         result["leftovers"] = leftovers
     result["loadavg_after"] = loadavg()
