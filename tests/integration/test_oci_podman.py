@@ -81,8 +81,8 @@ def test_no_host_process_visible_even_without_a_pid_namespace(env: Any) -> None:
     assert nothing_left(env) == []
 
 
-def read_until(fd: int, needle: bytes, timeout: float = 120) -> bytes:
-    buf = b""
+def read_until(fd: int, needle: bytes, timeout: float = 120, buf: bytes = b"") -> bytes:
+    """buf and what more is read from fd until needle is in it (output may come in any chunks)."""
     deadline = time.monotonic() + timeout
     while needle not in buf:
         left = deadline - time.monotonic()
@@ -110,7 +110,7 @@ def test_interactive_terminal(env: Any) -> None:
 
     podman: Podman = env["podman"]
     proc = subprocess.Popen(
-        podman.argv("run", "-it", "--rm", "--network", "none", IMAGE, "sh"),
+        podman.argv("run", "-it", "--rm", "--name", "tty1", "--network", "none", IMAGE, "sh"),
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -120,7 +120,7 @@ def test_interactive_terminal(env: Any) -> None:
     try:
         os.write(master, b"echo calc=$((6*7)); tty; stty size\n")
         out = read_until(master, b"calc=42")
-        out += read_until(master, b"24 80")
+        out = read_until(master, b"24 80", buf=out)
         assert b"/dev/pts/" in out
         os.write(master, b"exit 3\n")
         assert proc.wait(120) == 3
@@ -128,6 +128,7 @@ def test_interactive_terminal(env: Any) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            podman("rm", "--force", "--time", "0", "--ignore", "tty1", check=False)  # not left to others
         os.close(master)
 
 
