@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import selectors
 import shutil
@@ -38,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.common import big_mappings_pss_kib, loadavg, machine, smaps_rollup_kib  # noqa: E402
 from kubevisor import procs  # noqa: E402
 from kubevisor.hypervisor import accel as accel_mod  # noqa: E402
 from kubevisor.images import initramfs  # noqa: E402
@@ -62,26 +62,6 @@ def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")), 0)
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": round(mem / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "qemu": qemu.stdout.splitlines()[0] if qemu.stdout else "",
-    }
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
     raw = Path(f"/proc/{pid}/stat").read_text()
@@ -90,42 +70,6 @@ def cpu_seconds(pid: int) -> float:
 
 
 # -- memory ---------------------------------------------------------------------------------------
-def smaps_rollup_kib(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[-1] == "kB":
-            out[key] = int(parts[0])
-    return out
-
-
-def big_mappings_pss_kib(pid: int, guest_kib: int) -> dict[str, int]:
-    """PSS of the two big anonymous mappings: guest RAM (the guest's size) and, under TCG, the
-    translated-code buffer (rwx, `-accel tcg,tb-size`, 1 GiB by default in QEMU 7.2)."""
-    found = {"guest_ram": 0, "tcg_code_buffer": 0}
-    current: tuple[str, int] | None = None  # (perms, size) of an anonymous mapping
-
-    def account(pss: int) -> None:
-        if current is None:
-            return
-        perms, size = current
-        if guest_kib <= size <= guest_kib + 4096 and "x" not in perms:
-            found["guest_ram"] += pss
-        elif "x" in perms and size >= 64 * 1024:
-            found["tcg_code_buffer"] += pss
-
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            fields = line.split()
-            current = (fields[1], 0) if len(fields) < 6 else None  # no path: anonymous memory
-        elif line.startswith("Size:") and current is not None:
-            current = (current[0], int(line.split()[1]))
-        elif line.startswith("Pss:"):
-            account(int(line.split()[1]))
-    return found
-
-
 def memory(qemu_pid: int, launcher_pid: int, guest_mib: int) -> dict[str, float]:
     qemu = smaps_rollup_kib(qemu_pid)
     big = big_mappings_pss_kib(qemu_pid, guest_mib * 1024)

@@ -58,22 +58,31 @@ class Log:
         self.fmt = fmt
         self.debug_enabled = debug
 
-    def write(self, level: str, msg: str) -> None:
-        if not self.path:
-            return
+    def line(self, level: str, msg: str) -> str:
         import time
 
         t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (
-            json.dumps({"level": level, "msg": msg, "time": t})
-            if self.fmt == "json"
-            else f'time="{t}" level={level} msg="{msg}"'
-        )
+        if self.fmt == "json":
+            return json.dumps({"level": level, "msg": msg, "time": t})
+        return f'time="{t}" level={level} msg="{msg}"'
+
+    def write(self, level: str, msg: str) -> None:
+        if not self.path:
+            return
         try:
             with open(self.path, "a") as f:
-                f.write(line + "\n")
+                f.write(self.line(level, msg) + "\n")
         except OSError:
             pass
+
+    def error(self, msg: str) -> None:
+        """The one-line error: plain on stderr (runc too prints the bare message when it logs to a
+        file); without --log, --log-format json makes stderr's line JSON, as runc's is."""
+        self.write("error", msg)
+        if self.fmt == "json" and not self.path:
+            print(self.line("error", msg), file=sys.stderr)
+        else:
+            print(f"{PROG}: {msg}", file=sys.stderr)
 
     def debug(self, msg: str) -> None:
         if self.debug_enabled:
@@ -99,12 +108,26 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _Version(argparse.Action):
+    """Prints the version text as it is: argparse's own action reflows it into one line, and
+    callers (like runc's) read `spec: ...` from a line of its own."""
+
+    def __init__(self, option_strings: list[str], version: str, dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(option_strings, dest=dest, nargs=0, **kwargs)
+        self.version = version
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(self.version)
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> Parser:
     """The CLI; with `only`, just that verb gets its arguments (the others are not registered)."""
     from kubevisor import __version__
 
     p = Parser(prog=PROG, description="Run OCI containers inside lightweight VMs (runc-compatible CLI).")
-    p.add_argument("--version", "-v", action="version", version=f"{PROG} version {__version__}\nspec: 1.1.0")
+    p.add_argument("--version", "-v", action=_Version, version=f"{PROG} version {__version__}\nspec: 1.1.0")
     p.add_argument("--root", default=None, help="state directory (default /run/kubevisor-runtime)")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -364,12 +387,12 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
     if verb == "spec":
         target = Path(args.bundle) / "config.json"
         if target.exists():
-            print(f"{PROG}: File {target} exists. Remove it first or use another bundle", file=sys.stderr)
+            log.error(f"File {target} exists. Remove it first or use another bundle")
             return 1
         target.write_text(json.dumps(default_spec(args.rootless), indent=2) + "\n")
         return 0
     if verb in ("checkpoint", "restore"):
-        print(f"{PROG}: {verb} is not supported: the container runs inside a VM", file=sys.stderr)
+        log.error(f"{verb} is not supported: the container runs inside a VM")
         return 1
 
     from kubevisor.oci import runtime as rt
@@ -457,8 +480,12 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(verb_of(argv))
-    args = parser.parse_args(argv)
+    verb = verb_of(argv)
+    parser = build_parser(verb)
+    if verb in ("checkpoint", "restore"):  # refused below, whatever CRIU options come with it
+        args, _ = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
     if not args.verb:
         parser.print_help()
         return 2
@@ -478,8 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             "SandboxError",
         ) or isinstance(exc, StateError | OSError)
         msg = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
-        log.write("error", msg)
-        print(f"{PROG}: {msg}", file=sys.stderr)
+        log.error(msg)
         if os.environ.get("KUBEVISOR_RUNTIME_TRACEBACK"):
             import traceback
 

@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubevisor.oci.state import HELD_LOCK_FDS, ContainerRecord, Store, now_rfc3339, validate_id
+from kubevisor.oci.state import (
+    HELD_LOCK_FDS,
+    ContainerRecord,
+    NoSuchContainer,
+    Store,
+    now_rfc3339,
+    validate_id,
+)
 from kubevisor.sandbox.agent_client import AgentClient, AgentError
 from kubevisor.sandbox.pidrec import ProcRecord
 from kubevisor.sandbox.sandbox import Sandbox, SandboxError
@@ -83,6 +90,12 @@ def fork_shim(
             for fd in list(HELD_LOCK_FDS):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if tty_fd is not None:
+                # The pty is the process's stdio (as runc's container process has it): the
+                # caller's stdin/stdout/stderr are let go, or a caller reading them to EOF hangs.
+                for std in (0, 1, 2):
+                    if std != tty_fd:
+                        os.dup2(tty_fd, std)
             os.write(ready_w, b"1")
             os.close(ready_w)
             code = run_shim(sb.paths.agent_socket, cid, exec_id, tty_fd, exit_file, session=True)
@@ -271,8 +284,16 @@ def kill(store: Store, cid: str, sig: int, all_processes: bool) -> None:
 
 
 def delete(store: Store, cid: str, force: bool) -> None:
+    """Like runc: an id without a record is an error, except with --force; either way a directory
+    left by a create that died before writing its record is removed, so the id can be used again."""
     with store.lock(cid):
-        rec = store.load(cid)
+        try:
+            rec = store.load(cid)
+        except NoSuchContainer:
+            remove_state_dir(store, cid)
+            if force:
+                return
+            raise
         status = store.status(rec)
         if status in ("running", "paused") and not force:
             raise RuntimeFailure(f"cannot delete container {cid!r} that is not stopped: {status}")

@@ -38,6 +38,10 @@ class StateError(Exception):
     """A user-facing error about container state (unknown id, wrong status...)."""
 
 
+class NoSuchContainer(StateError):
+    """No record for this id (never created, deleted, or a create that died before its record)."""
+
+
 def validate_id(cid: str) -> str:
     if not _ID.match(cid):
         raise StateError(f"invalid container id {cid!r}: letters, digits and _ . + - only, at most 128")
@@ -131,7 +135,7 @@ class Store:
         try:
             data = json.loads((self.dir(cid) / "state.json").read_text())
         except FileNotFoundError:
-            raise StateError(f"container {cid!r} does not exist") from None
+            raise NoSuchContainer(f"container {cid!r} does not exist") from None
         except ValueError as exc:
             raise StateError(f"container {cid!r}: corrupt state: {exc}") from None
         return ContainerRecord.from_json(data)

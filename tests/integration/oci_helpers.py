@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def runtime_wrapper(dest: Path, env: dict[str, str] | None = None) -> Path:
+def runtime_wrapper(dest: Path, env: dict[str, str] | None = None, root: Path | None = None) -> Path:
     """An executable that runs the kubevisor-runtime under test (this checkout, this interpreter).
 
     Callers such as conmon or containerd's shim do not pass our environment through, so the
-    wrapper fixes PYTHONPATH (also for the monitor it starts) and any KUBEVISOR_* settings.
+    wrapper fixes PYTHONPATH (also for the monitor it starts) and any KUBEVISOR_* settings. With
+    `root`, `--root root` comes first on every call (a caller's own --root, later, still wins):
+    podman passes none, and the default root is shared by everything on the host.
     """
     settings = {"PYTHONPATH": str(REPO), **(env or {})}
     dest.write_text(
@@ -28,10 +30,52 @@ def runtime_wrapper(dest: Path, env: dict[str, str] | None = None) -> Path:
         f"os.environ.update({settings!r})\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from kubevisor.oci.main import main\n"
-        "sys.exit(main())\n"
+        + (f"sys.argv[1:1] = ['--root', {str(root)!r}]\n" if root else "")
+        + "sys.exit(main())\n"
     )
     dest.chmod(0o755)
     return dest
+
+
+class Podman:
+    """Debian's podman (+ conmon) with its own storage, run and tmp directories, so the host's
+    podman state is not touched. `runtime` is passed as --runtime: a path or a runtime's name."""
+
+    def __init__(self, tmp: Path, runtime: Path | str) -> None:
+        self.tmp = tmp
+        self.runtime = runtime
+        self.base = [
+            "podman",
+            "--root", str(tmp / "storage"),
+            "--runroot", str(tmp / "runroot"),
+            "--tmpdir", str(tmp / "ptmp"),
+            "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file",
+            "--runtime", str(runtime),
+        ]  # fmt: skip
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def remove_containers(self) -> None:
+        self("rm", "--all", "--force", "--time", "0", check=False)
+
+    def remove_images_and_storage(self) -> None:
+        self("rmi", "--all", "--force", check=False)
+        subprocess.run(
+            ["umount", "--recursive", "--lazy", str(self.tmp / "storage")], capture_output=True, check=False
+        )  # podman's own storage mounts, if any
 
 
 def become_subreaper() -> None:
@@ -125,6 +169,17 @@ def sandbox_leftovers(run_dir: Path, *markers: Path) -> list[str]:
             continue
         if any(n in cmdline for n in names) and stat[stat.rindex(")") + 2] != "Z":
             found.append(f"process {proc.name}: {cmdline[:160]}")
+    return found
+
+
+def state_left(root: Path) -> list[str]:
+    """Container records and sandbox records left under a runtime's --root (lock files may stay)."""
+    if not root.exists():
+        return []
+    found = [f"container {p.name}" for p in root.iterdir() if not p.name.startswith(".")]
+    sandboxes = root / ".sandboxes"
+    if sandboxes.exists():
+        found += [f"sandbox {p.name}" for p in sandboxes.iterdir()]
     return found
 
 

@@ -39,6 +39,13 @@ def rootfs_tar(rootfs: Path) -> bytes:
     return buf.getvalue()
 
 
+def busybox_image_tar(work: Path) -> Path:
+    """work/rootfs.tar: the busybox root filesystem as one tar, what `podman import` reads."""
+    tar = work / "rootfs.tar"
+    tar.write_bytes(rootfs_tar(busybox_rootfs(work / "rootfs")))
+    return tar
+
+
 def _blob(layout: tarfile.TarFile, data: bytes) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     info = tarfile.TarInfo(f"blobs/sha256/{digest.split(':')[1]}")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,49 @@ from oci_image import busybox_rootfs
 pytestmark = pytest.mark.vm
 
 POD = "pod1"
+
+
+class ConsoleSocket:
+    """The caller's end of runc's --console-socket: receives the pty master as SCM_RIGHTS."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(1)
+        self.sock.settimeout(300)
+
+    def __enter__(self) -> ConsoleSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        self.path.unlink()
+
+    def receive(self) -> int:
+        conn, _ = self.sock.accept()
+        with conn:
+            name, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        assert name and len(fds) == 1, (name, fds)
+        return fds[0]
+
+
+def read_all(fd: int, timeout: float = 120) -> str:
+    """Everything from a pty master until the other side is closed (EIO) or the timeout."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
 
 
 def pod_annotations(kind: str, crio: bool = False) -> dict[str, str]:
@@ -116,6 +162,42 @@ def test_lifecycle_state_pidfile_and_exit_code(env: Any) -> None:
     gone = rt("state", "life", check=False)
     assert gone.returncode != 0 and "does not exist" in gone.stderr
     go.unlink()
+
+
+def test_created_container_transitions(env: Any) -> None:
+    """A created container (process set up, program not run) can be killed or deleted; a running one
+    cannot be started again."""
+    rt, tmp = env["rt"], env["tmp"]
+    marker = env["rootfs"] / "tmp" / "ran"
+    config = base_config(env["rootfs"], ["sh", "-c", "touch /tmp/ran; sleep 100000"])
+    config["annotations"] = pod_annotations("container")
+    bundle = write_bundle(tmp / "b-created", config)
+    # kill of a created container: it stops without its program ever running
+    shim = rt.create(bundle, "cr1", tmp / "cr1.pid", tmp / "cr1.out")
+    assert rt.state("cr1")["status"] == "created"
+    rt("kill", "cr1", "KILL")
+    assert wait_child(shim) == 128 + signal.SIGKILL
+    assert rt.wait_status("cr1", "stopped")["status"] == "stopped"
+    assert not marker.exists()
+    rt("delete", "cr1")
+    # delete of a created container needs no --force (it is not running) and ends its shim
+    shim = rt.create(bundle, "cr2", tmp / "cr2.pid", tmp / "cr2.out")
+    rt("delete", "cr2")
+    assert wait_child(shim) == 128 + signal.SIGKILL
+    assert rt("state", "cr2", check=False).returncode != 0 and not marker.exists()
+    # start twice: the second is refused, the container keeps running
+    shim = rt.create(bundle, "cr3", tmp / "cr3.pid", tmp / "cr3.out")
+    rt("start", "cr3")
+    again = rt("start", "cr3", check=False)
+    assert again.returncode != 0 and "running" in again.stderr
+    assert rt.state("cr3")["status"] == "running"
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()  # the program runs once it is started
+    rt("delete", "--force", "cr3")
+    assert wait_child(shim) == 128 + signal.SIGKILL
+    marker.unlink()
 
 
 def test_process_and_mounts_inside(env: Any) -> None:
@@ -238,9 +320,11 @@ def test_exec_kill_ps_pause_update_events(env: Any) -> None:
     )
     out = tmp / "svc.out"
     shim = rt.create(bundle, "svc", tmp / "svc.pid", out)
+    vms = vm_dirs(env["run_dir"])
     dup = rt("create", "--bundle", str(bundle), "svc", check=False, timeout=60)
     assert dup.returncode != 0 and "already exists" in dup.stderr
     assert len(dup.stderr.strip().splitlines()) == 1
+    assert vm_dirs(env["run_dir"]) == vms and rt.state("svc")["status"] == "created"  # untouched
     rt("start", "svc")
     assert rt.state("svc")["status"] == "running"
     # foreground exec: output and exit code come back through the runtime itself
@@ -248,6 +332,22 @@ def test_exec_kill_ps_pause_update_events(env: Any) -> None:
         "exec", "--env", "X=y z", "--cwd", "/tmp", "svc", "sh", "-c", 'echo "$X $(pwd)"; exit 4', check=False
     )
     assert (ex.stdout, ex.returncode) == ("y z /tmp\n", 4)
+    ids = rt("exec", "-u", "1000:1000", "-g", "10", "svc", "sh", "-c", "echo $(id -u):$(id -G)")
+    assert ids.stdout == "1000:1000 10\n"
+    # detached exec on a terminal: the pty master comes over --console-socket, as conmon gets it
+    with ConsoleSocket(tmp / "console.sock") as console:
+        rt(
+            "exec", "--detach", "--tty", "--console-socket", str(console.path), "--pid-file",
+            str(tmp / "tty.pid"), "svc", "sh", "-c", "tty; read line; echo got=$line; exit 6",
+        )  # fmt: skip
+        master = console.receive()
+    try:
+        os.write(master, b"hello\r")
+        text = read_all(master)
+    finally:
+        os.close(master)
+    assert wait_child(int((tmp / "tty.pid").read_text())) == 6
+    assert "/dev/pts/" in text and "got=hello" in text, text
     # detached exec with a process.json and a pid-file, like conmon
     proc_json = tmp / "exec.json"
     proc_json.write_text(
@@ -294,25 +394,39 @@ def test_bad_input_one_line_error_and_nothing_left(env: Any) -> None:
         r = rt(*args, check=False)
         assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    write_bundle(bad, base_config(tmp / "no-such-rootfs", ["true"]))
-    r = rt("create", "--bundle", str(bad), "bad2", check=False)
-    assert r.returncode != 0 and "root.path" in r.stderr
-    config = base_config(env["rootfs"], ["sh"])
-    config["process"]["terminal"] = True
-    write_bundle(bad, config)
-    r = rt("create", "--bundle", str(bad), "bad3", check=False)
-    assert r.returncode != 0 and "console-socket" in r.stderr
-    config["process"]["args"] = []
-    write_bundle(bad, config)
-    r = rt("create", "--bundle", str(bad), "bad4", check=False)
-    assert r.returncode != 0 and "process.args" in r.stderr
-    # a process that cannot start fails create (crun's error), and its VM is torn down again
-    write_bundle(bad, base_config(env["rootfs"], ["/no/such/binary"]))
-    r = rt("create", "--bundle", str(bad), "bad5", check=False)
-    assert r.returncode != 0 and "/no/such/binary" in r.stderr
-    assert vm_dirs(env["run_dir"]) == before
+    tty_config = base_config(env["rootfs"], ["sh"])
+    tty_config["process"]["terminal"] = True
+    no_args = base_config(env["rootfs"], ["sh"])
+    no_args["process"]["args"] = []
+    missing_bind = base_config(env["rootfs"], ["true"], annotations=pod_annotations("container"))
+    missing_bind["mounts"].append(
+        {"destination": "/x", "type": "bind", "source": str(tmp / "no-such-dir"), "options": ["rbind"]}
+    )
+    spec_cases: list[tuple[Any, str]] = [
+        (base_config(tmp / "no-such-rootfs", ["true"]), "root.path"),  # missing rootfs
+        ({"ociVersion": "1.0.2", "process": {"args": ["true"], "cwd": "/"}}, "root.path is required"),
+        ([1, 2], "not a JSON object"),
+        (dict(base_config(env["rootfs"], ["true"]), mounts={"a": 1}), "mounts must be a list"),
+        (tty_config, "console-socket"),  # a terminal without a console socket
+        (no_args, "process.args"),
+        # the pod's VM is booted: the failure comes after the share was set up there
+        (missing_bind, "mounts[3].source"),
+        # a process that cannot start fails create (crun's error), and its own VM is torn down again
+        (base_config(env["rootfs"], ["/no/such/binary"]), "/no/such/binary"),
+    ]
+    for i, (config_json, needle) in enumerate(spec_cases):
+        (bad / "config.json").write_text(json.dumps(config_json))
+        r = rt("create", "--bundle", str(bad), f"bad{i}", check=False)
+        assert r.returncode != 0 and needle in r.stderr, (needle, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert vm_dirs(env["run_dir"]) == before, needle
+        assert rt("state", f"bad{i}", check=False).returncode != 0
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [POD]
     assert sorted(p.name for p in (root / ".sandboxes").iterdir()) == [POD]
+    pod = json.loads((root / ".sandboxes" / POD / "sandbox.json").read_text())
+    assert pod["containers"] == [POD]  # the failed member is no longer in the pod's VM
+    shared = Path(pod["vm_dir"]) / "shared"
+    assert sorted(p.name for p in shared.iterdir()) == [POD]  # nor is its share
     assert rt.state(POD)["status"] == "running"
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from oci_helpers import runtime_wrapper, settled_leftovers
+from oci_helpers import runtime_wrapper, settled_leftovers, state_left
 from oci_image import busybox_rootfs, oci_archive
 
 pytestmark = [
@@ -63,7 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
             subprocess.run([*ctr, "task", "kill", "--signal", "KILL", task], capture_output=True, check=False)
             subprocess.run([*ctr, "task", "delete", "--force", task], capture_output=True, check=False)
             subprocess.run([*ctr, "containers", "delete", task], capture_output=True, check=False)
-        leftovers = settled_leftovers(run_dir, wrapper)
+        leftovers = settled_leftovers(run_dir, wrapper) + state_left(runtime_root(tmp))
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -73,10 +74,19 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     assert leftovers == []
 
 
+def runtime_root(tmp: Path) -> Path:
+    """containerd's shim calls the runtime with --root <runc-root>/<namespace>."""
+    return tmp / "runtime-root" / NAMESPACE
+
+
+def nothing_left(env: Any) -> list[str]:
+    return settled_leftovers(env["run_dir"], env["wrapper"]) + state_left(runtime_root(env["tmp"]))
+
+
 def run_args(env: Any, *extra: str) -> list[str]:
     return [
         *env["ctr"], "run", "--snapshotter", "native",
-        "--runc-binary", str(env["wrapper"]), "--runc-root", str(env["tmp"] / "runtime-root"),
+        "--runc-binary", str(env["wrapper"]), "--runc-root", str(runtime_root(env["tmp"]).parent),
         *extra,
     ]  # fmt: skip
 
@@ -92,7 +102,7 @@ def test_ctr_run_output_exit_code_and_guest_kernel(env: Any) -> None:
         hi == "hi"
         and release != subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
     )
-    assert settled_leftovers(env["run_dir"], env["wrapper"]) == []
+    assert nothing_left(env) == []
 
 
 def test_ctr_detached_task_exec_kill(env: Any) -> None:
@@ -102,6 +112,7 @@ def test_ctr_detached_task_exec_kill(env: Any) -> None:
     )
     tasks = subprocess.run([*ctr, "task", "ls"], capture_output=True, text=True, check=True).stdout
     assert "svc" in tasks and "RUNNING" in tasks
+    assert (runtime_root(env["tmp"]) / "svc" / "state.json").exists()  # the root nothing_left checks
     ex = subprocess.run(
         [*ctr, "task", "exec", "--exec-id", "e1", "svc", "sh", "-c", "echo $((20+22)); exit 4"],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
@@ -114,4 +125,4 @@ def test_ctr_detached_task_exec_kill(env: Any) -> None:
         time.sleep(0.2)
     subprocess.run([*ctr, "task", "delete", "svc"], check=True, timeout=120)
     subprocess.run([*ctr, "containers", "delete", "svc"], check=True, timeout=60)
-    assert settled_leftovers(env["run_dir"], env["wrapper"]) == []
+    assert nothing_left(env) == []

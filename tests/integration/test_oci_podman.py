@@ -13,12 +13,11 @@ import shutil
 import subprocess
 import termios
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from oci_helpers import runtime_wrapper, settled_leftovers
-from oci_image import busybox_rootfs, rootfs_tar
+from oci_helpers import Podman, runtime_wrapper, settled_leftovers, state_left
+from oci_image import busybox_image_tar
 
 pytestmark = [
     pytest.mark.vm,
@@ -30,52 +29,24 @@ pytestmark = [
 IMAGE = "localhost/kv-busybox:test"
 
 
-class Podman:
-    def __init__(self, tmp: Path, runtime: Path) -> None:
-        self.tmp = tmp
-        self.runtime = runtime
-        self.base = [
-            "podman",
-            "--root", str(tmp / "storage"),
-            "--runroot", str(tmp / "runroot"),
-            "--tmpdir", str(tmp / "ptmp"),
-            "--storage-driver", "vfs",
-            "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file",
-            "--runtime", str(runtime),
-        ]  # fmt: skip
-
-    def argv(self, *args: str) -> list[str]:
-        return [*self.base, *args]
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("podman")
     run_dir = tmp / "run"
-    wrapper = runtime_wrapper(tmp / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)})
+    root = tmp / "runtime-root"
+    wrapper = runtime_wrapper(tmp / "kubevisor-runtime", {"KUBEVISOR_RUN": str(run_dir)}, root=root)
     podman = Podman(tmp, wrapper)
-    rootfs = busybox_rootfs(tmp / "rootfs")
-    (tmp / "rootfs.tar").write_bytes(rootfs_tar(rootfs))
-    podman("import", str(tmp / "rootfs.tar"), IMAGE)
-    yield {"tmp": tmp, "podman": podman, "run_dir": run_dir, "wrapper": wrapper}
-    podman("rm", "--all", "--force", "--time", "0", check=False)
-    leftovers = settled_leftovers(run_dir, wrapper, tmp / "runroot")
-    podman("rmi", "--all", "--force", check=False)
-    subprocess.run(
-        ["umount", "--recursive", "--lazy", str(tmp / "storage")], capture_output=True, check=False
-    )  # podman's own storage mounts, if any
+    podman("import", str(busybox_image_tar(tmp)), IMAGE)
+    yield {"tmp": tmp, "podman": podman, "run_dir": run_dir, "wrapper": wrapper, "root": root}
+    podman.remove_containers()
+    leftovers = settled_leftovers(run_dir, wrapper, tmp / "runroot") + state_left(root)
+    podman.remove_images_and_storage()
     assert leftovers == []
+
+
+def nothing_left(env: Any) -> list[str]:
+    """No VM, shim, monitor, virtiofsd, socket or mount of ours, and no runtime state."""
+    return settled_leftovers(env["run_dir"], env["wrapper"]) + state_left(env["root"])
 
 
 def run(env: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -90,12 +61,28 @@ def test_echo_exit_code_guest_kernel_and_isolation(env: Any) -> None:
     release, _, ps = kernel.partition("\n\n")
     assert release.strip() and release.strip() != os.uname().release
     names = [line.split()[1] for line in ps.strip().splitlines()[1:]]
-    assert set(names) <= {"sh", "ps"}, ps  # no host process is visible
-    assert env["run_dir"].exists() and settled_leftovers(env["run_dir"], env["wrapper"]) == []
+    assert "ps" in names and set(names) <= {"sh", "ps"}, ps  # only the container's own processes
+    assert env["run_dir"].exists() and env["root"].exists() and nothing_left(env) == []
 
 
-def read_until(fd: int, needle: bytes, timeout: float = 120) -> bytes:
-    buf = b""
+def test_no_host_process_visible_even_without_a_pid_namespace(env: Any) -> None:
+    """--pid host drops the container's PID namespace: under runc it would see the host's
+    processes; here it sees the guest's (its agent, its kernel threads) and none of the host's."""
+    every_cmdline = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f; echo; done"
+    marker = subprocess.Popen(["sleep", "31337"], stdin=subprocess.DEVNULL)
+    try:
+        out = run(env, "--pid", "host", IMAGE, "sh", "-c", every_cmdline).stdout
+    finally:
+        marker.kill()
+        marker.wait()
+    assert "kvagent" in out  # the guest's PID 1, the agent: this is the VM's process table
+    for host_only in ("sleep 31337", "conmon", "podman", "qemu-system", "virtiofsd", "pytest"):
+        assert host_only not in out, (host_only, out)
+    assert nothing_left(env) == []
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 120, buf: bytes = b"") -> bytes:
+    """buf and what more is read from fd until needle is in it (output may come in any chunks)."""
     deadline = time.monotonic() + timeout
     while needle not in buf:
         left = deadline - time.monotonic()
@@ -123,7 +110,7 @@ def test_interactive_terminal(env: Any) -> None:
 
     podman: Podman = env["podman"]
     proc = subprocess.Popen(
-        podman.argv("run", "-it", "--rm", "--network", "none", IMAGE, "sh"),
+        podman.argv("run", "-it", "--rm", "--name", "tty1", "--network", "none", IMAGE, "sh"),
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -133,7 +120,7 @@ def test_interactive_terminal(env: Any) -> None:
     try:
         os.write(master, b"echo calc=$((6*7)); tty; stty size\n")
         out = read_until(master, b"calc=42")
-        out += read_until(master, b"24 80")
+        out = read_until(master, b"24 80", buf=out)
         assert b"/dev/pts/" in out
         os.write(master, b"exit 3\n")
         assert proc.wait(120) == 3
@@ -141,6 +128,7 @@ def test_interactive_terminal(env: Any) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            podman("rm", "--force", "--time", "0", "--ignore", "tty1", check=False)  # not left to others
         os.close(master)
 
 
@@ -150,6 +138,8 @@ def test_detached_exec_logs_kill_stop_rm(env: Any) -> None:
         "trap 'echo got-usr1' USR1; trap 'echo ignoring-term' TERM; echo started; while :; do sleep 0.2; done"
     )
     podman("run", "-d", "--name", "svc", "--network", "none", IMAGE, "sh", "-c", script)
+    cid = podman("inspect", "--format", "{{.Id}}", "svc").stdout.strip()
+    assert (env["root"] / cid / "state.json").exists()  # the wrapper's --root is where state goes
     deadline = time.monotonic() + 60
     while "started" not in podman("logs", "svc").stdout and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -170,4 +160,4 @@ def test_detached_exec_logs_kill_stop_rm(env: Any) -> None:
     podman("run", "-d", "--name", "svc2", "--network", "none", IMAGE, "sleep", "100000")
     podman("rm", "-f", "svc2")
     assert podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
-    assert settled_leftovers(env["run_dir"], env["wrapper"]) == []
+    assert nothing_left(env) == []
