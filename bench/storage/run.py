@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,28 +25,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine  # noqa: E402
 from kubevisor.api.admission import admit  # noqa: E402
 from kubevisor.storage.cloudinit import CloudInitData, write_configdrive_iso, write_nocloud_iso  # noqa: E402
 from kubevisor.storage.volumes import cleanup_volumes, create_overlay, detect_format, prepare_volumes  # noqa: E402
 
 LEGACY_IMAGE = "kubevisor/legacy:latest"
 USER_DATA = b"#cloud-config\nhostname: legacy\nruncmd:\n  - echo hello\n"
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")), 0)
-    qemu = subprocess.run(["qemu-img", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": round(mem / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "qemu_img": qemu,
-    }
 
 
 def median_ms(fn: Callable[[int], None], runs: int) -> float:
