@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from kubevisor.hypervisor.vm import qemu_record_path
 from kubevisor.launcher import runner
 
 QMP_TIMEOUT = 5.0
+FORWARDS_FILE = "access-forwards.json"  # host ports the node agent added to this run's QEMU
 # QEMU run states of a guest that is not running by request: paused, or never started
 # (startStrategy Paused leaves QEMU in prelaunch until `cont`).
 PAUSED_STATES = ("paused", "prelaunch")
@@ -154,6 +156,10 @@ class Domain:
                     fwd = Forward(protocol, declared.host_port, guest_port)
                     self._forwards[(protocol, guest_port)] = fwd
                     return fwd
+            added = self._recorded_forwards().get((protocol, guest_port))
+            if added is not None:  # added by an earlier node agent: QEMU still has it
+                self._forwards[(protocol, guest_port)] = added
+                return added
             kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
             last = ""
             for _attempt in range(5):
@@ -164,9 +170,27 @@ class Domain:
                 if not out.strip():
                     fwd = Forward(protocol, host_port, guest_port)
                     self._forwards[(protocol, guest_port)] = fwd
+                    self._record_forwards()
                     return fwd
                 last = out.strip()
             raise DomainError(f"cannot forward {protocol} port {guest_port}: {last}", 500)
+
+    def _recorded_forwards(self) -> dict[tuple[str, int], Forward]:
+        """Forwards this run's QEMU has from earlier node agents (they outlive the agent)."""
+        try:
+            doc = json.loads((self.run_dir / FORWARDS_FILE).read_text())
+            found = [Forward(str(f["protocol"]), int(f["hostPort"]), int(f["guestPort"])) for f in doc]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        return {(f.protocol, f.guest_port): f for f in found}
+
+    def _record_forwards(self) -> None:
+        known = {**self._recorded_forwards(), **self._forwards}
+        doc = [{"protocol": f.protocol, "hostPort": f.host_port, "guestPort": f.guest_port}
+               for f in known.values()]
+        tmp = self.run_dir / (FORWARDS_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc) + "\n")
+        tmp.replace(self.run_dir / FORWARDS_FILE)
 
     async def close(self) -> None:
         qmp, self._qmp = self._qmp, None

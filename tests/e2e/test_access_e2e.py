@@ -390,6 +390,10 @@ def free_port() -> int:
 
 
 def test_port_forward_serves_the_guest_http_page(system: System) -> None:
+    assert "Kubevisor legacy guest" in forward_page(system)
+
+
+def forward_page(system: System) -> str:
     port = free_port()
     forward = subprocess.Popen([*VIRTCTL, "port-forward", f"vm/{VM}", f"{port}:80"], env=system.env,
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -398,11 +402,23 @@ def test_port_forward_serves_the_guest_http_page(system: System) -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=20) as resp:
                 return str(resp.read().decode())
 
-        body = wait_for("the page", page, timeout=60)
-        assert "Kubevisor legacy guest" in body
+        return str(wait_for("the page", page, timeout=60))
     finally:
         forward.terminate()
         forward.wait(timeout=30)
+
+
+def test_a_restarted_node_agent_reuses_the_forwards_qemu_has(system: System) -> None:
+    forwards = system.root / "run" / "vms" / f"default_{VM}" / "access-forwards.json"
+    before = json.loads(forwards.read_text())
+    assert [f["guestPort"] for f in before] == [80]
+    record = json.loads((system.root / "procs" / "node.json").read_text())
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for("a new node agent", lambda: json.loads((system.root / "procs" / "node.json").read_text())["pid"]
+             != record["pid"], timeout=60)
+    assert "Kubevisor legacy guest" in forward_page(system)
+    assert json.loads(forwards.read_text()) == before  # no second forward of the same port
+    assert system.printable() == "Running"
 
 
 def test_ssh_runs_a_command_with_the_cloud_init_key(system: System, ssh_key: Path) -> None:
