@@ -10,6 +10,7 @@ reboot or stop the VM come last.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -30,10 +31,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from kubevisor.apiserver.certs import NodeAccessPKI, issue_node_access_client
+from kubevisor.virtctl.client import VMI as VMI_RESOURCE
+from kubevisor.virtctl.client import Client, load_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vm]
 
@@ -380,6 +384,27 @@ def test_vnc_proxy_speaks_rfb_and_screenshot_shows_the_console(system: System, t
     assert width >= 640 and height >= 350
     # A blank screen is all zero bytes whatever the PNG filters; text makes thousands non-zero.
     assert sum(1 for b in rows if b) > 2000
+
+
+def test_a_second_vnc_session_closes_the_first(system: System) -> None:
+    async def scenario() -> tuple[int, bytes]:
+        config = load_config(str(system.kubeconfig))
+        async with Client(config) as client:
+            first = await client.websocket(VMI_RESOURCE, VM, "vnc")
+            greeting = await first.receive()  # the RFB version string, through every hop
+            second = await client.websocket(VMI_RESOURCE, VM, "vnc")
+            try:
+                while True:
+                    msg = await asyncio.wait_for(first.receive(), 30)
+                    if msg.type == aiohttp.WSMsgType.CLOSE:
+                        return int(msg.data), greeting.data
+            finally:
+                await second.close()
+                await first.close()
+
+    code, greeting = asyncio.run(scenario())
+    assert greeting.startswith(b"RFB 003.")
+    assert code == 1001  # going away: another session took over
 
 
 # -- port-forward and ssh -------------------------------------------------------------------------
