@@ -188,8 +188,13 @@ class Sandbox:
 
 
 def default_vm_config(**overrides: Any) -> VMConfig:
-    """Kernel + agent initramfs from the asset cache (built on first use)."""
+    """Kernel + agent initramfs from the asset cache (built on first use); KVM where the host's
+    probe says it works (the verdict is cached per boot), else TCG, as `accel: auto` decides.
+    Said nowhere: an OCI runtime's stderr is for its one-line errors."""
+    from kubevisor.hypervisor.accel import kvm_verdict
     from kubevisor.sandbox.assets import sandbox_boot_files
 
     kernel, initrd = sandbox_boot_files()
+    if "accel" not in overrides:
+        overrides["accel"] = "kvm" if kvm_verdict().kvm else "tcg"
     return VMConfig(kernel=str(kernel), initrd=str(initrd), **overrides)
