@@ -18,8 +18,8 @@ from kubevisor.api.selectors import SelectorError, selector_matches
 from kubevisor.api.vm import default_vm, validate_vm
 from kubevisor.api.vmi import (
     API_VERSIONS,
+    DEFAULT_MACHINE_TYPE,
     default_vmi,
-    default_vmi_spec,
     object_meta_causes,
     type_meta_causes,
     unknown_field_causes,
@@ -95,9 +95,15 @@ def default_vmirs(obj: Mapping[str, Any]) -> Obj:
     if isinstance(spec, dict):
         if spec.get("replicas") is None:
             spec["replicas"] = 1
+        # Only the machine type: the other VMI defaults (cpu topology, ...) are applied to each VMI at
+        # its creation, after the presets that select it; defaulted here, every preset would conflict.
         template = spec.get("template")
-        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
-            default_vmi_spec(template["spec"], name="")
+        tspec = template.get("spec") if isinstance(template, dict) else None
+        domain = tspec.get("domain") if isinstance(tspec, dict) else None
+        if isinstance(domain, dict):
+            machine = domain.setdefault("machine", {})
+            if isinstance(machine, dict) and not machine.get("type"):
+                machine["type"] = DEFAULT_MACHINE_TYPE
     return out
 
 

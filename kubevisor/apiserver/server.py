@@ -559,7 +559,14 @@ class APIServer:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    if bookmarks:
+                    # The final bookmark names the current revision: everything up to it is sent first
+                    # (a client resumes from the bookmark; an event still queued would be lost).
+                    while watcher.pending():
+                        item = await watcher.next(0)
+                        if item is None:
+                            break
+                        await response.write(render(item[0], item[1].obj))
+                    if bookmarks and not watcher.closed:
                         await response.write(bookmark())
                     break
                 wait = (

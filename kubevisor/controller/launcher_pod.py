@@ -5,7 +5,8 @@ Shape follows KubeVirt's `pkg/virt-controller/services/template.go`: name
 `kubevirt.io/created-by=<vmi uid>`, `vm.kubevirt.io/name=<vmi>`, a controller
 ownerReference to the VMI, one `compute` container whose requests are the guest memory
 plus the launcher overhead (KubeVirt's model), the VMI's cpu, and
-`devices.kubevirt.io/kvm: 1` only when KVM is required.
+`devices.kubevirt.io/kvm: 1` only when KVM is required. Its volumes are the VMI's claims and the
+Secrets/ConfigMaps the launcher reads (configMap/secret disks, cloud-init secret references).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DOMAIN_ANNOTATION = "kubevirt.io/domain"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 KVM_RESOURCE = "devices.kubevirt.io/kvm"
 COMPUTE_CONTAINER = "compute"
+PRIVATE_DIR = "/var/run/kubevirt-private"
 
 DEFAULT_CPU_REQUEST = "100m"  # KubeVirt's cluster default CPURequest
 DEFAULT_GRACE_PERIOD = 30  # VMI terminationGracePeriodSeconds default
@@ -198,6 +200,47 @@ def claim_names(vmi: Obj) -> list[str]:
     return [v["persistentVolumeClaim"]["claimName"] for v in _claim_volumes(vmi)]
 
 
+def _optional(source: Obj, out: Obj) -> Obj:
+    if source.get("optional") is not None:
+        out["optional"] = bool(source["optional"])
+    return out
+
+
+def _object_volumes(vmi: Obj) -> list[tuple[Obj, str]]:
+    """The Secrets and ConfigMaps the launcher reads, as pod volumes with their mount paths (KubeVirt's
+    names: the disk's volume name; `<volume>-udata` / `-ndata` for cloud-init's secret references)."""
+    out: list[tuple[Obj, str]] = []
+    for vol in _get(vmi, "spec", "volumes") or []:
+        name = vol.get("name")
+        if not name:
+            continue
+        if isinstance(vol.get("configMap"), dict) and vol["configMap"].get("name"):
+            cm = vol["configMap"]
+            source = _optional(cm, {"name": cm["name"]})
+            out.append(({"name": name, "configMap": source}, f"{PRIVATE_DIR}/config-map/{name}"))
+        elif isinstance(vol.get("secret"), dict) and vol["secret"].get("secretName"):
+            sec = vol["secret"]
+            source = _optional(sec, {"secretName": sec["secretName"]})
+            out.append(({"name": name, "secret": source}, f"{PRIVATE_DIR}/secret/{name}"))
+        for kind in ("cloudInitNoCloud", "cloudInitConfigDrive"):
+            cloud_init = vol.get(kind)
+            if not isinstance(cloud_init, dict):
+                continue
+            for ref_field, suffix, sub in (
+                ("secretRef", "udata", "userdata"),
+                ("networkDataSecretRef", "ndata", "networkdata"),
+            ):
+                ref = cloud_init.get(ref_field)
+                if isinstance(ref, dict) and ref.get("name"):
+                    out.append(
+                        (
+                            {"name": f"{name}-{suffix}", "secret": {"secretName": ref["name"]}},
+                            f"{PRIVATE_DIR}/secret/{name}/{sub}",
+                        )
+                    )
+    return out
+
+
 def render_launcher_pod(vmi: Obj, config: LauncherConfig, suffix: str) -> Obj:
     """The launcher pod for `vmi` (which must carry metadata.uid)."""
     meta = vmi.get("metadata") or {}
@@ -232,11 +275,11 @@ def render_launcher_pod(vmi: Obj, config: LauncherConfig, suffix: str) -> Obj:
         "resources": pod_resources(vmi, config.require_kvm),
     }
     claim_volumes = _claim_volumes(vmi)
-    if claim_volumes:
-        container["volumeMounts"] = [
-            {"name": v["name"], "mountPath": f"/var/run/kubevirt-private/vmi-disks/{v['name']}"}
-            for v in claim_volumes
-        ]
+    object_volumes = _object_volumes(vmi)
+    mounts = [{"name": v["name"], "mountPath": f"{PRIVATE_DIR}/vmi-disks/{v['name']}"} for v in claim_volumes]
+    mounts += [{"name": v["name"], "mountPath": path, "readOnly": True} for v, path in object_volumes]
+    if mounts:
+        container["volumeMounts"] = mounts
 
     pod_spec: Obj = {
         "hostname": spec.get("hostname") or str(name),
@@ -252,8 +295,8 @@ def render_launcher_pod(vmi: Obj, config: LauncherConfig, suffix: str) -> Obj:
     scheduler = spec.get("schedulerName") or config.scheduler_name
     if scheduler:
         pod_spec["schedulerName"] = scheduler
-    if claim_volumes:
-        pod_spec["volumes"] = claim_volumes
+    if claim_volumes or object_volumes:
+        pod_spec["volumes"] = claim_volumes + [v for v, _ in object_volumes]
 
     return {
         "apiVersion": "v1",

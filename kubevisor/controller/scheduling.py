@@ -63,14 +63,33 @@ def is_terminal(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+class NodeUsage:
+    """The requests of the bound, non-terminal pods, per node; updated one pod change at a time."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, tuple[str, dict[str, int]]] = {}
+        self._nodes: dict[str, Counter[str]] = {}
+
+    def update(self, key: str, pod: Obj | None) -> None:
+        """The pod at `key` is now `pod` (None: deleted)."""
+        previous = self._pods.pop(key, None)
+        if previous is not None:
+            self._nodes[previous[0]].subtract(previous[1])
+        node = ((pod or {}).get("spec") or {}).get("nodeName")
+        if pod is not None and node and not is_terminal(pod):
+            requests = pod_requests(pod)
+            self._pods[key] = (str(node), requests)
+            self._nodes.setdefault(str(node), Counter()).update(requests)
+
+    def snapshot(self) -> dict[str, Counter[str]]:
+        return {node: +used for node, used in self._nodes.items() if +used}
+
+
 def used_by_node(pods: Iterable[Obj]) -> dict[str, Counter[str]]:
-    used: dict[str, Counter[str]] = {}
-    for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if not node or is_terminal(pod):
-            continue
-        used.setdefault(node, Counter()).update(pod_requests(pod))
-    return used
+    usage = NodeUsage()
+    for i, pod in enumerate(pods):
+        usage.update(str(i), pod)
+    return usage.snapshot()
 
 
 def toleration_matches(toleration: Obj, taint: Obj) -> bool:

@@ -4,7 +4,8 @@ The VMI has the VM's name, so a second create can only fail with AlreadyExists: 
 controller killed mid-creation and restarted never makes a duplicate. A same-named VMI
 without a controller is adopted (ownerReference patched in). Creates and deletes are
 recorded as expectations; until the cache shows them the VM is reported Starting/Stopping
-and no further action is taken.
+and no further action is taken. A VM with an instancetype/preference starts a VMI with them
+expanded (controller.instancetypes); one that is missing is a FailedCreate, retried.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 from kubevisor.controller.base import Controller, controller_ref, utcnow
 from kubevisor.controller.context import ControllerContext
 from kubevisor.controller.expectations import Expectations
+from kubevisor.controller.instancetypes import ExpandError, expand_for_start
 from kubevisor.controller.kube import JSON_PATCH, VMIS, VMS, ApiError, Obj, key_of
 from kubevisor.controller.run_strategy import (
     START,
@@ -28,6 +30,8 @@ from kubevisor.controller.vm_status import Expecting, compute_vm_status, semanti
 from kubevisor.controller.vmi_status import being_deleted, is_final
 
 log = logging.getLogger(__name__)
+
+START_RETRY_SECONDS = 5.0
 
 
 class VMController(Controller):
@@ -140,11 +144,13 @@ class VMController(Controller):
                     if action.stop and vmi is not None:
                         self._stop(key, vm, vmi)
                         extra_request = action.add_start_request
+                    again = action.requeue_after
                     if action.start:
                         sync_error = self._start(key, vm)
+                        if sync_error is not None and again is None:
+                            again = START_RETRY_SECONDS  # e.g. its instancetype is created later
                     if action.set_running:
                         vm = self._set_running(vm)
-                    again = action.requeue_after
         elif not self.expectations.satisfied(key):
             again = self.expectations.time_left(key) or None
 
@@ -186,7 +192,12 @@ class VMController(Controller):
             vm.setdefault("status", {})["startFailure"] = dict(remembered)
 
     def _start(self, key: str, vm: Obj) -> tuple[str, str] | None:
-        body = vmi_from_vm(vm)
+        try:
+            body = vmi_from_vm(expand_for_start(self.kube, vm))
+        except ExpandError as exc:
+            message = f"Error creating virtual machine instance: {exc}"
+            self.recorder.warning(vm, "FailedCreate", message)
+            return ("FailedCreate", message)
         request = first_request(vm)
         if request is not None and request.get("action") == START and (
             (request.get("data") or {}).get("paused") == "true"

@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--claims-dir", type=Path, default=None,
                    help="persistentVolumeClaim X is the disk CLAIMS_DIR/X/disk.img "
                         "(default: claims/ next to the VMI file)")
+    p.add_argument("--secrets-dir", type=Path, default=None,
+                   help="Secret X (secret disks, cloud-init secretRef) is the files of SECRETS_DIR/X/ "
+                        "(default: secrets/ next to the VMI file)")
+    p.add_argument("--configmaps-dir", type=Path, default=None,
+                   help="ConfigMap X is the files of CONFIGMAPS_DIR/X/ "
+                        "(default: configmaps/ next to the VMI file)")
     return p
 
 
@@ -146,8 +152,13 @@ async def _run(opts: argparse.Namespace, publish: list[PortForward]) -> int:
     vm: VirtualMachine | None = None
     console: Console | None = None
     try:
-        claims_dir = opts.claims_dir or opts.filename.resolve().parent / "claims"
-        vm = runner.prepare(vmi, run_dir, accel, publish, claims_dir)
+        pod_dir = opts.filename.resolve().parent
+        vm = runner.prepare(
+            vmi, run_dir, accel, publish,
+            claims_dir=opts.claims_dir or pod_dir / "claims",
+            secrets_dir=opts.secrets_dir or pod_dir / "secrets",
+            configmaps_dir=opts.configmaps_dir or pod_dir / "configmaps",
+        )
         started = time.monotonic()
         await vm.start()
         out.say(f"VM {namespace}/{name} started (QEMU pid {vm.pid}, {accel.upper()}); run dir {run_dir}")

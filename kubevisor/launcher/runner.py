@@ -218,12 +218,27 @@ def claims_resolver(claims_dir: Path) -> Callable[[str], Path]:
     return resolve
 
 
+def objects_resolver(directory: Path) -> Callable[[str], dict[str, bytes]]:
+    """Secret/ConfigMap name -> {key: bytes} from `<directory>/<name>/<key>` (where the node agent
+    projects them); KeyError when the object was not projected."""
+
+    def resolve(name: str) -> dict[str, bytes]:
+        path = directory / name
+        if not _CLAIM_NAME.match(name) or len(name) > 253 or not path.is_dir():
+            raise KeyError(name)
+        return {f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.is_file()}
+
+    return resolve
+
+
 def prepare(
     vmi: dict[str, Any],
     run_dir: Path,
     accel: Accel,
     publish: list[PortForward],
     claims_dir: Path | None = None,
+    secrets_dir: Path | None = None,
+    configmaps_dir: Path | None = None,
 ) -> VirtualMachine:
     """Volumes, firmware copies and the argv for a claimed run dir; a VirtualMachine ready to start.
 
@@ -236,6 +251,8 @@ def prepare(
         run_dir / VOLUMES_DIR,
         image_resolver=_resolve_image,
         claim_resolver=claims_resolver(claims_dir) if claims_dir is not None else None,
+        secret_resolver=objects_resolver(secrets_dir) if secrets_dir is not None else None,
+        configmap_resolver=objects_resolver(configmaps_dir) if configmaps_dir is not None else None,
     )
     ovmf = firmware.prepare_ovmf_vars(vmi, run_dir)
     if vmi["spec"]["domain"].get("firmware", {}).get("kernelBoot") is not None:

@@ -1,11 +1,11 @@
 """Pod runner (embedded mode): runs the launcher pods bound to this node as host processes.
 
-For each virt-launcher pod on this node: fetch its VMI, mount its claims (node.claims), write
-it to the pod's state dir and start the launcher (`kubevisor vm run -f vmi.yaml`, the
-hypervisor layer's launcher)
-with stdout/stderr in kubelet's log layout (`<log-dir>/<ns>_<pod>_<uid>/compute/0.log`,
-what `kubectl logs` reads). The process is recorded (pid + start time) in the pod's
-state dir; a restarted agent adopts the launchers that still run and cleans the rest.
+For each virt-launcher pod on this node: fetch its VMI, mount its claims (node.claims) and
+project its Secrets/ConfigMaps (node.objects), write it to the pod's state dir and start the
+launcher (`kubevisor vm run -f vmi.yaml`, the hypervisor layer's launcher) with stdout/stderr in
+kubelet's log layout (`<log-dir>/<ns>_<pod>_<uid>/compute/0.log`, what `kubectl logs` reads).
+The process is recorded (pid + start time) in the pod's state dir; a restarted agent adopts the
+launchers that still run and cleans the rest.
 
 Pod status follows the process: Running/Ready once started, Succeeded on exit 0 (the guest
 powered off), Failed otherwise. A pod being deleted gets SIGTERM (the launcher powers the
@@ -36,6 +36,7 @@ from kubevisor.controller.kube import PODS, VMIS, ApiError, Kube, Obj, key_of
 from kubevisor.controller.launcher_pod import APP_LABEL, APP_LAUNCHER, VM_NAME_LABEL
 from kubevisor.controller.vmi_status import being_deleted, pod_phase
 from kubevisor.node.claims import NotReady, mount_claims
+from kubevisor.node.objects import mount_objects
 from kubevisor.node.pod_status import CONTAINER, rejected_status, running_status, terminated_status
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ class PodRunner(Controller):
         pod_dir.mkdir(parents=True, exist_ok=True)
         try:
             mount_claims(self.kube, pod, pod_dir)
+            mount_objects(self.kube, pod, pod_dir)
         except NotReady as exc:
             if not exc.permanent:
                 log.info("pod %s waits: %s", key_of(pod), exc)

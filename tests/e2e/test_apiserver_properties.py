@@ -298,3 +298,31 @@ def test_slow_watcher_is_cut_off_without_blocking_writers() -> None:
             resp.close()
 
     asyncio.run(scenario())
+
+
+def test_watch_ending_sends_every_queued_event_before_its_final_bookmark() -> None:
+    """The client reads nothing until the watch's timeout has passed, so events are still queued
+    when it ends: all of them come before the final bookmark, which a client resumes from."""
+
+    async def scenario() -> None:
+        async with served() as (client, storage):
+            start = storage.revision
+            resp = await client.get(
+                f"{CM}?watch=true&resourceVersion={start}&allowWatchBookmarks=true&timeoutSeconds=1",
+                headers=AUTH,
+            )
+            blob = "x" * 200_000  # more than the socket buffers hold: the server's writes block
+            created = []
+            for i in range(60):
+                body = {"metadata": {"name": f"q{i}"}, "data": {"b": blob}}
+                status, body = await call(client, "POST", CM, body)
+                assert status == 201
+                created.append(body["metadata"]["name"])
+            await asyncio.sleep(1.5)  # past the watch's deadline
+            events = [json.loads(line) async for line in resp.content]
+            assert events[-1]["type"] == "BOOKMARK"
+            seen = [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"]
+            assert seen == created
+            assert int(events[-1]["object"]["metadata"]["resourceVersion"]) == storage.revision
+
+    asyncio.run(scenario())

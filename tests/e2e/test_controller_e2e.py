@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubevisor.controller.kube import (
     EVENTS,
@@ -121,11 +122,20 @@ class Cluster:
         self.kube = Kube.from_kubeconfig(str(self.kubeconfig))
         wait_for("namespaces served", lambda: self.kube.list(NAMESPACES)["items"])
 
-    def kubectl(self, *args: str) -> str:
+    def kubectl_run(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         assert KUBECTL, "kubectl is needed"
-        done = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args], capture_output=True, text=True, timeout=60
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        done = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -692,3 +702,47 @@ def test_kill_9_mid_creation_makes_no_duplicates(cluster: Cluster) -> None:
         4,
     )
     assert cluster.controller_runs >= 3
+
+
+def test_instancetype_and_preference_are_expanded_into_the_vmi(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    manifest = vm_manifest("sized")
+    del manifest["spec"]["template"]["spec"]["domain"]["memory"]
+    manifest["spec"]["instancetype"] = {"kind": "VirtualMachineInstancetype", "name": "medium"}
+    manifest["spec"]["preference"] = {"name": "cores"}  # cluster-wide by default
+    cluster.kube.create(VMS, ns, manifest)
+    wait_for(
+        "FailedCreate while the instancetype is missing",
+        lambda: any(
+            e["reason"] == "FailedCreate" and "VirtualMachineInstancetype" in e["message"]
+            for e in cluster.events(ns)
+        ),
+    )
+    assert cluster.vmi(ns, "sized") is None
+    docs = [
+        {
+            "apiVersion": "instancetype.kubevirt.io/v1beta1",
+            "kind": "VirtualMachineClusterPreference",
+            "metadata": {"name": "cores"},
+            "spec": {"cpu": {"preferredCPUTopology": "cores"}},
+        },
+        {
+            "apiVersion": "instancetype.kubevirt.io/v1beta1",
+            "kind": "VirtualMachineInstancetype",
+            "metadata": {"name": "medium", "namespace": ns},
+            "spec": {"cpu": {"guest": 2}, "memory": {"guest": "192Mi"}},
+        },
+    ]
+    path = cluster.tmp / f"instancetype-{ns}.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    cluster.kubectl("apply", "-f", str(path))
+    vmi = wait_for("VMI once the instancetype exists", lambda: cluster.vmi(ns, "sized"), timeout=WAIT)
+    domain = vmi["spec"]["domain"]
+    assert domain["memory"]["guest"] == "192Mi"
+    assert domain["cpu"]["cores"] == 2 and domain["cpu"].get("sockets", 1) == 1
+    annotations = vmi["metadata"]["annotations"]
+    assert annotations["kubevirt.io/instancetype-name"] == "medium"
+    assert annotations["kubevirt.io/cluster-preference-name"] == "cores"
+    pod = wait_for("launcher pod", lambda: cluster.launcher_pods(ns, vmi["metadata"]["uid"]))[0]
+    # The pod is sized from the expanded VMI: 192Mi + KubeVirt's overhead for 192Mi / 2 vCPUs.
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "500096Ki"

@@ -1,6 +1,7 @@
 """The local-path provisioner with the node agent: default StorageClass, binding, the claim's
 `disk.img` mounted for the launcher, and reclaim policy Delete. Real kubectl where a user would
-look; the launcher is the node agent e2e's stand-in (no QEMU: see test_vm_storage_runstrategy.py).
+look; the launcher is the node agent e2e's stand-in (no QEMU; a guest writing to a claim across a VM's
+deletion: test_up_vms_e2e.py).
 """
 
 from __future__ import annotations

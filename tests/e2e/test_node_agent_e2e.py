@@ -2,8 +2,9 @@
 
 Registration, Lease heartbeat, running launcher pods, pod status from the launcher's exit,
 `kubectl logs`, graceful deletion, and adoption after `kill -9` of the agent. The launcher
-here is a small stand-in process (the real one boots QEMU: see the launcher's own tests);
-what is under test is the agent's process and pod bookkeeping.
+here is a small stand-in process (the real one boots QEMU: see the launcher's own tests, and
+test_up_vms_e2e.py for the agent with real launchers); what is under test is the agent's process
+and pod bookkeeping.
 """
 
 from __future__ import annotations

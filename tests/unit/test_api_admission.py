@@ -186,3 +186,25 @@ def test_apiserver_admission_end_to_end():
             ]
 
     asyncio.run(run())
+
+
+def test_replicaset_template_keeps_cpu_unset_so_presets_apply_to_its_vmis():
+    out, _ = admission.admit("CREATE", rs({"app": "a"}, {"app": "a", "size": "two"}))
+    template = out["spec"]["template"]
+    assert "cpu" not in template["spec"]["domain"]
+    preset = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstancePreset",
+        "metadata": {"name": "two"},
+        "spec": {"selector": {"matchLabels": {"size": "two"}}, "domain": {"cpu": {"cores": 2}}},
+    }
+    vmi = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": "rs-x", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    created, warnings = admission.admit("CREATE", vmi, presets=[preset])
+    assert warnings == []
+    assert created["spec"]["domain"]["cpu"]["cores"] == 2
+    assert created["metadata"]["annotations"]["virtualmachinepreset.kubevirt.io/two"] == "kubevirt.io/v1"

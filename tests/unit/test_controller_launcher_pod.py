@@ -161,3 +161,36 @@ def test_long_names_stay_within_a_dns_label():
 def test_random_suffix_alphabet():
     s = random_suffix()
     assert len(s) == 5 and set(s) <= set("bcdfghjklmnpqrstvwxz2456789")
+
+
+def test_secrets_and_configmaps_the_launcher_reads_are_pod_volumes():
+    vmi = copy.deepcopy(VMI)
+    vmi["spec"]["volumes"] = [
+        {"name": "root", "containerDisk": {"image": "cirros"}},
+        {"name": "cfg", "configMap": {"name": "app-config", "optional": True}},
+        {"name": "creds", "secret": {"secretName": "app-secret"}},
+        {
+            "name": "cloudinit",
+            "cloudInitNoCloud": {"secretRef": {"name": "ud"}, "networkDataSecretRef": {"name": "nd"}},
+        },
+    ]
+    pod = render(vmi)
+    assert pod["spec"]["volumes"] == [
+        {"name": "cfg", "configMap": {"name": "app-config", "optional": True}},
+        {"name": "creds", "secret": {"secretName": "app-secret"}},
+        {"name": "cloudinit-udata", "secret": {"secretName": "ud"}},
+        {"name": "cloudinit-ndata", "secret": {"secretName": "nd"}},
+    ]
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts == {
+        "cfg": "/var/run/kubevirt-private/config-map/cfg",
+        "creds": "/var/run/kubevirt-private/secret/creds",
+        "cloudinit-udata": "/var/run/kubevirt-private/secret/cloudinit/userdata",
+        "cloudinit-ndata": "/var/run/kubevirt-private/secret/cloudinit/networkdata",
+    }
+
+
+def test_inline_cloud_init_needs_no_pod_volume():
+    vmi = copy.deepcopy(VMI)
+    vmi["spec"]["volumes"] = [{"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}]
+    assert "volumes" not in render(vmi)["spec"]

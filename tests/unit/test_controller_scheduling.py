@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from kubevisor.controller.scheduling import (
+    NodeUsage,
     failed_scheduling_message,
     filter_node,
     pod_requests,
@@ -139,3 +140,20 @@ def test_extended_resources_and_pod_count():
 )
 def test_failed_scheduling_message(total, reasons, expected):
     assert failed_scheduling_message(total, reasons) == expected
+
+
+def test_node_usage_follows_pod_changes_as_a_recount_would():
+    usage = NodeUsage()
+    pending = pod(memory="1Gi")
+    usage.update("ns/a", pending)
+    assert usage.snapshot() == {}
+    bound = pod(memory="1Gi", node_name="n1", phase="Running")
+    usage.update("ns/a", bound)
+    usage.update("ns/b", pod(memory="2Gi", node_name="n1", phase="Running"))
+    usage.update("ns/c", pod(memory="3Gi", node_name="n2", phase="Running"))
+    recount = [bound, pod(memory="2Gi", node_name="n1"), pod(memory="3Gi", node_name="n2")]
+    assert usage.snapshot() == used_by_node(recount)
+    usage.update("ns/b", pod(memory="2Gi", node_name="n1", phase="Succeeded"))  # terminal: frees its share
+    usage.update("ns/c", None)  # deleted
+    assert usage.snapshot() == used_by_node([bound])
+    assert usage.snapshot()["n1"]["memory"] == 2**30 * 1000
