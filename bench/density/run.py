@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -39,37 +38,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine  # noqa: E402
 from kubevisor.controller.kube import NAMESPACES, NODES, VMIS, ApiError, Kube  # noqa: E402
 
 Obj = dict[str, Any]
 NAMESPACE = "density"
 CRD_KIND = "CustomResourceDefinition"
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal:")
-        ),
-        0,
-    )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": round(mem / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-    }
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubevisor import procs
 from kubevisor.hypervisor.model import LaunchEnv
-from kubevisor.hypervisor.qmp import QMP, QMPUnavailable
+from kubevisor.hypervisor.qmp import QMP, QMPError, QMPUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,12 @@ class VirtualMachine:
             await self.kill()
             raise VMError(f"{self.name}: QEMU did not start: {self.qemu_error()}") from None
         self._qmp.on_event(self._on_event)
-        status = await self._qmp.execute("query-status")
+        try:
+            status = await self._qmp.execute("query-status")
+        except (QMPError, OSError, EOFError):
+            # QEMU listens on QMP before it opens disks: a start failure can end the connection here.
+            await self.kill()
+            raise VMError(f"{self.name}: QEMU did not start: {self.qemu_error()}") from None
         self._set(
             VMState.PRELAUNCH if status["status"] == "prelaunch" else _from_status(status["status"]),
             "query-status",
