@@ -130,6 +130,9 @@ def split_key(key: str) -> tuple[str | None, str]:
     return None, key
 
 
+CONNECTION_POOL = 64
+
+
 class Kube:
     """CRUD, watch and subresources for any `Resource`, returning dicts."""
 
@@ -141,6 +144,9 @@ class Kube:
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Kube:
         configuration = k8s_client.Configuration()
         k8s_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        # One connection per concurrent caller: informers' watches plus every controller's workers
+        # (urllib3's default of 10 dropped connections with "Connection pool is full").
+        configuration.connection_pool_maxsize = CONNECTION_POOL
         return cls(k8s_client.ApiClient(configuration))
 
     def close(self) -> None:
