@@ -12,7 +12,7 @@ import logging
 from kubevisor.controller.base import Controller, controller_ref, timestamp
 from kubevisor.controller.context import ControllerContext
 from kubevisor.controller.expectations import Expectations
-from kubevisor.controller.informer import by_controller_uid
+from kubevisor.controller.informer import by_controller_uid, by_namespace, controller_owner_uid
 from kubevisor.controller.kube import VMIRS, VMIS, ApiError, Obj, key_of
 from kubevisor.controller.launcher_pod import random_suffix
 from kubevisor.controller.replicas import compute_status, matches, plan, vmi_from_template
@@ -22,6 +22,14 @@ from kubevisor.controller.vmi_status import being_deleted, is_final
 log = logging.getLogger(__name__)
 
 KIND = "VirtualMachineInstanceReplicaSet"
+
+
+ORPHANS = "orphans-by-namespace"
+
+
+def orphan_namespace(obj: Obj) -> list[str]:
+    """The namespace of a VMI that no controller owns (one a replica set may adopt)."""
+    return [] if controller_owner_uid(obj) else by_namespace(obj)
 
 
 class ReplicaSetController(Controller):
@@ -36,6 +44,7 @@ class ReplicaSetController(Controller):
         self.sets = ctx.informers.informer(VMIRS)
         self.vmis = ctx.informers.informer(VMIS)
         self.vmis.store.add_indexer("controller-uid", by_controller_uid)
+        self.vmis.store.add_indexer(ORPHANS, orphan_namespace)
         self.sets.add_handler(self._on_set)
         self.vmis.add_handler(self._on_vmi)
 
@@ -70,11 +79,9 @@ class ReplicaSetController(Controller):
         ns = rs["metadata"].get("namespace")
         if being_deleted(rs):
             return owned
-        for vmi in self.vmis.store.objects():
-            meta = vmi["metadata"]
+        for vmi in self.vmis.store.by_index(ORPHANS, str(ns)):  # not every VMI: only adoptable ones
             if (
-                meta.get("namespace") == ns
-                and controller_ref(vmi) is None
+                controller_ref(vmi) is None
                 and matches(rs, vmi)
                 and not being_deleted(vmi)
                 and not is_final(vmi)

@@ -31,19 +31,26 @@ class QMP:
         self._listener = EventListener()
         self._client.register_listener(self._listener)
         self._pump: asyncio.Task[None] | None = None
+        # A close (QEMU exited) may come while connect() retries: it waits for the attempt in
+        # flight (qemu.qmp cannot disconnect under a pending connect) and stops further ones.
+        self._attempt = asyncio.Lock()
+        self._closed = False
 
     async def connect(self, socket: Path, timeout: float, alive: Callable[[], bool] | None = None) -> None:
         """Connect, retrying until timeout; give up early once `alive()` says QEMU is gone."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            try:
-                await self._client.connect(str(socket))
-                return
-            except ConnectError as e:
-                if (alive is not None and not alive()) or loop.time() > deadline:
-                    raise QMPUnavailable(f"QMP at {socket}: {e.exc if e.exc else e}") from None
-                await asyncio.sleep(0.02)
+            async with self._attempt:
+                if self._closed:
+                    raise QMPUnavailable(f"QMP at {socket}: closed while connecting")
+                try:
+                    await self._client.connect(str(socket))
+                    return
+                except ConnectError as e:
+                    if (alive is not None and not alive()) or loop.time() > deadline:
+                        raise QMPUnavailable(f"QMP at {socket}: {e.exc if e.exc else e}") from None
+            await asyncio.sleep(0.02)
 
     def on_event(self, handler: EventHandler) -> None:
         """Deliver every event (name, data) to handler, in order, until disconnect."""
@@ -60,9 +67,11 @@ class QMP:
 
     async def close(self) -> None:
         # QEMU closes the socket when it exits; a disconnect then reports that EOF: expected.
-        if self._client.runstate != Runstate.IDLE:  # IDLE: never connected, nothing to undo
-            with contextlib.suppress(QMPError, OSError, EOFError):
-                await self._client.disconnect()
+        self._closed = True
+        async with self._attempt:
+            if self._client.runstate != Runstate.IDLE:  # IDLE: never connected, nothing to undo
+                with contextlib.suppress(QMPError, OSError, EOFError):
+                    await self._client.disconnect()
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
