@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from up_fixture import Up
 
 from kubevisor.apiserver.certs import NodeAccessPKI, issue_node_access_client
 from kubevisor.virtctl.client import VMI as VMI_RESOURCE
@@ -56,7 +57,8 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 120.0, interval:
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        except (AssertionError, subprocess.CalledProcessError, OSError, ValueError) as exc:
+            # a kubectl that fails (the VMI is between two runs) is polled again, not fatal
             last = exc
         else:
             if last:
@@ -65,31 +67,12 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 120.0, interval:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-class System:
-    """`kubevisor up` in a data dir of its own, and the clients a user has."""
+class System(Up):
+    """`kubevisor up` (the shared fixture) and what a KubeVirt user drives it with: virtctl, kubectl."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.kubeconfig = root / "kubeconfig"
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
         self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        self.log = open(root / "up.out", "w")  # noqa: SIM115
-        self.up = subprocess.Popen(
-            [sys.executable, "-m", "kubevisor.cli", "up", "--data-dir", str(root), "--listen", "127.0.0.1:0"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-        )
-        wait_for("kubevisor up", lambda: self._up_says("Kubevisor is up"), timeout=180)
-
-    def _up_says(self, text: str) -> bool:
-        if self.up.poll() is not None:
-            raise AssertionError(f"kubevisor up exited: {(self.root / 'up.out').read_text()[-2000:]}")
-        return text in (self.root / "up.out").read_text()
-
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
-        done = subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, timeout=120,
-                              input=input)
-        if check:
-            assert done.returncode == 0, done.stderr
-        return done.stdout
 
     def virtctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*VIRTCTL, *args], env=self.env, capture_output=True, text=True,
@@ -112,24 +95,14 @@ class System:
 
     @property
     def serial_log(self) -> Path:
-        return self.root / "run" / "vms" / f"default_{VM}" / "serial0.log"
+        return self.run_dir("default", VM) / "serial0.log"
 
     def server(self) -> str:
         config = yaml.safe_load(self.kubeconfig.read_text())
         return str(config["clusters"][0]["cluster"]["server"])
 
     def ca_file(self) -> str:
-        return str(self.root / "apiserver" / "pki" / "ca.crt")
-
-    def stop(self) -> None:
-        if self.up.poll() is None:
-            os.killpg(self.up.pid, signal.SIGTERM)
-            try:
-                self.up.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.up.pid, signal.SIGKILL)
-                self.up.wait()
-        self.log.close()
+        return str(self.layout.apiserver / "pki" / "ca.crt")
 
 
 class Terminal:
@@ -258,7 +231,8 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def system(tmp_path_factory: pytest.TempPathFactory, ssh_key: Path) -> Iterator[System]:
     s = System(tmp_path_factory.mktemp("up"))
     try:
-        s.kubectl("apply", "-f", "-", input=manifest(ssh_key.with_suffix(".pub").read_text().strip()))
+        s.start()
+        s.kubectl("apply", "-f", "-", stdin=manifest(ssh_key.with_suffix(".pub").read_text().strip()))
         wait_for("the VM Running", lambda: s.printable() == "Running", timeout=BOOT_TIMEOUT)
         wait_for("the login prompt", lambda: LOGIN_PROMPT.search(s.serial_log.read_bytes()), BOOT_TIMEOUT)
         yield s
@@ -434,12 +408,12 @@ def forward_page(system: System) -> str:
 
 
 def test_a_restarted_node_agent_reuses_the_forwards_qemu_has(system: System) -> None:
-    forwards = system.root / "run" / "vms" / f"default_{VM}" / "access-forwards.json"
+    forwards = system.run_dir("default", VM) / "access-forwards.json"
     before = json.loads(forwards.read_text())
     assert [f["guestPort"] for f in before] == [80]
-    record = json.loads((system.root / "procs" / "node.json").read_text())
+    record = json.loads((system.layout.record("node")).read_text())
     os.kill(record["pid"], signal.SIGKILL)
-    wait_for("a new node agent", lambda: json.loads((system.root / "procs" / "node.json").read_text())["pid"]
+    wait_for("a new node agent", lambda: json.loads((system.layout.record("node")).read_text())["pid"]
              != record["pid"], timeout=60)
     assert "Kubevisor legacy guest" in forward_page(system)
     assert json.loads(forwards.read_text()) == before  # no second forward of the same port
@@ -512,7 +486,7 @@ def test_every_subresource_needs_valid_credentials(system: System, token: str | 
 def test_the_node_agent_only_serves_the_apiserver(system: System, tmp_path: Path) -> None:
     node = json.loads(system.kubectl("get", "nodes", "-o", "json"))["items"][0]
     endpoint = node["metadata"]["annotations"]["kubevisor.io/access-endpoint"]
-    access = NodeAccessPKI(system.root / "node-access")
+    access = NodeAccessPKI(system.layout.node_access)
     url = f"https://{endpoint}/v1/namespaces/default/virtualmachineinstances/{VM}/guestosinfo"
     # Without a client certificate the TLS handshake itself is refused.
     bare = ssl.create_default_context(cafile=str(access.ca))
