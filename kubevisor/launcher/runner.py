@@ -170,8 +170,9 @@ def _own_argv() -> list[str]:
         return []
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
+def free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
+    """A port the system has free on host now (TCP, or UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
@@ -189,7 +190,7 @@ def port_forwards(vmi: dict[str, Any], publish: list[PortForward]) -> tuple[Port
             proto: Literal["tcp", "udp"] = "udp" if str(port.get("protocol", "")).upper() == "UDP" else "tcp"
             if (proto, int(port["port"])) in published:
                 continue
-            forwards.append(PortForward(proto, "127.0.0.1", _free_port("127.0.0.1"), int(port["port"])))
+            forwards.append(PortForward(proto, "127.0.0.1", free_port("127.0.0.1"), int(port["port"])))
             published.add((proto, int(port["port"])))
     return tuple(forwards)
 

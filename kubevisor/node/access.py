@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import ssl
 import threading
@@ -33,12 +32,12 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from kubevisor.apiserver.certs import APISERVER_CLIENT_CN
+from kubevisor.apiserver.errors import APIError
 from kubevisor.hypervisor.guest_agent import GuestAgentError
+from kubevisor.launcher.runner import RunError
 from kubevisor.node.domain import PAUSED_STATES, Domain, DomainError, Domains
 from kubevisor.node.guest_info import guest_os_info
 from kubevisor.node.vmi_reporter import VMIStatusReporter
-
-log = logging.getLogger(__name__)
 
 PREFIX = "/v1/namespaces/{namespace}/virtualmachineinstances/{name}"
 CHUNK = 64 * 1024
@@ -60,17 +59,8 @@ class AccessTLS:
         return ctx
 
 
-def status_body(code: int, message: str, reason: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
-
-
-REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-           500: "InternalError", 503: "ServiceUnavailable"}
-
-
 def error(code: int, message: str) -> web.Response:
-    return web.json_response(status_body(code, message, REASONS.get(code, "")), status=code)
+    return web.json_response(APIError(code, message).status(), status=code)
 
 
 def _client_cn(request: web.Request) -> str:
@@ -97,9 +87,6 @@ class Sessions:
     def release(self, key: tuple[str, str, str], ws: web.WebSocketResponse) -> None:
         if self._live.get(key) is ws:
             del self._live[key]
-
-    def count(self, kind: str) -> int:
-        return sum(1 for k, ws in self._live.items() if k[0] == kind and not ws.closed)
 
 
 class AccessServer:
@@ -156,7 +143,7 @@ class AccessServer:
         ns, name = request.match_info["namespace"], request.match_info["name"]
         try:
             return await self.domains.get(ns, name, request.query.get("uid", ""))
-        except ValueError as exc:  # RunError: not a valid namespace/name
+        except RunError as exc:  # not a valid namespace/name
             raise DomainError(str(exc), 400) from None
 
     def _changed(self, domain: Domain) -> None:

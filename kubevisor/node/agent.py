@@ -10,7 +10,8 @@ from pathlib import Path
 
 from kubevisor.controller.base import timestamp, utcnow
 from kubevisor.controller.informer import Informer
-from kubevisor.controller.kube import LEASES, NODES, PODS, ApiError, Kube, Obj
+from kubevisor.controller.kube import LEASES, NODES, PODS, VMIS, ApiError, Kube, Obj
+from kubevisor.controller.launcher_pod import NODE_NAME_LABEL
 from kubevisor.controller.leader import format_micro_time
 from kubevisor.node.access import AccessServer, AccessService, AccessTLS
 from kubevisor.node.domain import Domains
@@ -72,6 +73,7 @@ class NodeAgent:
         self._threads: list[threading.Thread] = []
         self._ready_since: str | None = None
         self.access: AccessService | None = None
+        self.vmis: Informer | None = None  # the VMIs on this node, for their status (with access)
         self.access_endpoint = ""
 
     # -- registration and heartbeat -----------------------------------------------------
@@ -101,7 +103,10 @@ class NodeAgent:
         if c.access_tls is None:
             return
         domains = Domains()
-        reporter = VMIStatusReporter(self.kube, domains, c.node_name, c.address)
+        self.vmis = Informer(self.kube, VMIS, label_selector=f"{NODE_NAME_LABEL}={c.node_name}",
+                             watch_timeout=60)
+        self.vmis.start()
+        reporter = VMIStatusReporter(self.kube, self.vmis, domains, c.node_name, c.address)
         server = AccessServer(domains, on_domain_change=reporter.trigger)
         self.access = AccessService(server, reporter)
         port = self.access.start(c.address, c.access_port, c.access_tls)
@@ -166,6 +171,8 @@ class NodeAgent:
         self.stop_event.set()
         if self.access is not None:
             self.access.stop()
+        if self.vmis is not None:
+            self.vmis.stop()
         self.runner.stop()
         self.pods.stop()
         for t in self._threads:

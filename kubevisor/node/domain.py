@@ -47,13 +47,6 @@ class Forward:
     guest_port: int
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Domain:
     namespace: str
@@ -163,7 +156,7 @@ class Domain:
             kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
             last = ""
             for _attempt in range(5):
-                host_port = _free_port(kind)
+                host_port = runner.free_port("127.0.0.1", kind)
                 line = (f"hostfwd_add {info.pod_netdev} "
                         f"{protocol}:127.0.0.1:{host_port}-{info.guest_address}:{guest_port}")
                 out = str(await self.qmp("human-monitor-command", {"command-line": line}) or "")
@@ -202,23 +195,19 @@ class Domain:
 class Domains:
     """One Domain per running VMI on this node, found by its run dir."""
 
-    def __init__(self, vms_dir: Path | None = None) -> None:
-        self._vms_dir = vms_dir
+    def __init__(self) -> None:
         self._domains: dict[tuple[str, str], Domain] = {}
 
-    def _run_dir(self, namespace: str, name: str) -> Path:
-        runner.vmi_key({"metadata": {"namespace": namespace, "name": name}})  # validates both
-        base = self._vms_dir if self._vms_dir is not None else runner.vms_dir()
-        return base / f"{namespace}_{name}"
-
     async def get(self, namespace: str, name: str, uid: str = "") -> Domain:
-        """The running domain of a VMI; DomainError (409) when it does not run here."""
+        """The running domain of a VMI; DomainError (409) when it does not run here, RunError for a
+        namespace or name that is not a DNS label (it never becomes a path)."""
         key = (namespace, name)
         domain = self._domains.get(key)
         if domain is None or not domain.qemu_alive():
             if domain is not None:
                 await self.forget(key)
-            domain = Domain(namespace, name, self._run_dir(namespace, name))
+            runner.vmi_key({"metadata": {"namespace": namespace, "name": name}})  # validates both
+            domain = Domain(namespace, name, runner.run_dir_for(namespace, name))
             if not domain.qemu_alive():
                 raise DomainError(f"VMI {namespace}/{name} is not running on this node")
             self._domains[key] = domain
@@ -226,9 +215,6 @@ class Domains:
         if uid and info is not None and info.uid and info.uid != uid:
             raise DomainError(f"VMI {namespace}/{name} (uid {uid}) is not the one running on this node")
         return domain
-
-    def known(self) -> list[Domain]:
-        return list(self._domains.values())
 
     async def forget(self, key: tuple[str, str]) -> None:
         domain = self._domains.pop(key, None)

@@ -2,8 +2,9 @@
 
 Every `interval` seconds, and at once after `trigger(ns, name)` (pause, unpause ...), each VMI
 whose QEMU runs on this node is looked at: QEMU's run state, the accelerator, whether the
-guest agent answers and what it says (OS, interfaces). The status is written only when it
-changed (`kubevisor.node.vmi_status`), so an idle node makes no writes.
+guest agent answers and what it says (OS, interfaces). The VMI comes from the node's informer
+(VMIs labelled `kubevirt.io/nodeName=<node>`, as virt-handler watches them), and the status is
+written only when it changed (`kubevisor.node.vmi_status`), so an idle node makes no requests.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 from kubevisor.controller.base import timestamp
-from kubevisor.controller.kube import VMIS, ApiError, Kube, Obj
+from kubevisor.controller.informer import Informer
+from kubevisor.controller.kube import VMIS, ApiError, Kube
 from kubevisor.hypervisor.guest_agent import GuestAgentError
 from kubevisor.launcher import runner
 from kubevisor.node.domain import PAUSED_STATES, Domain, DomainError, Domains
@@ -29,15 +30,15 @@ AGENT_TIMEOUT = 2.0
 
 class VMIStatusReporter:
     def __init__(
-        self, kube: Kube, domains: Domains, node_name: str, pod_ip: str, vms_dir: Path | None = None,
+        self, kube: Kube, vmis: Informer, domains: Domains, node_name: str, pod_ip: str,
         interval: float = INTERVAL,
     ) -> None:
         self.kube = kube
+        self.vmis = vmis
         self.domains = domains
         self.node_name = node_name
         self.pod_ip = pod_ip
         self.interval = interval
-        self._vms_dir = vms_dir
         self._wake = asyncio.Event()
         self._urgent: set[tuple[str, str]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -62,10 +63,9 @@ class VMIStatusReporter:
 
     def running_here(self) -> list[tuple[str, str]]:
         """(namespace, name) of every run dir on this node whose QEMU is alive."""
-        base = self._vms_dir if self._vms_dir is not None else runner.vms_dir()
         found: list[tuple[str, str]] = []
         with contextlib.suppress(FileNotFoundError):
-            for entry in sorted(base.iterdir()):
+            for entry in sorted(runner.vms_dir().iterdir()):
                 ns, sep, name = entry.name.partition("_")
                 if sep and Domain(ns, name, entry).qemu_alive():
                     found.append((ns, name))
@@ -110,23 +110,17 @@ class VMIStatusReporter:
         )
 
     async def sync(self, namespace: str, name: str) -> None:
+        vmi = self.vmis.store.get(f"{namespace}/{name}")
+        if vmi is None:
+            return
         try:
             domain = await self.domains.get(namespace, name)
-        except (DomainError, ValueError):
-            return
-        try:
             facts = await self.facts(domain)
-        except DomainError:
+        except (DomainError, runner.RunError):
             return
+        info = domain.info()
         for _attempt in range(5):
-            try:
-                vmi: Obj = await asyncio.to_thread(self.kube.get, VMIS, namespace, name)
-            except ApiError as exc:
-                if exc.not_found:
-                    return
-                raise
             status = vmi.get("status") or {}
-            info = domain.info()
             if status.get("phase") != "Running" or status.get("nodeName") not in (None, self.node_name):
                 return
             if info is not None and info.uid and info.uid != vmi["metadata"].get("uid"):
@@ -141,3 +135,9 @@ class VMIStatusReporter:
             except ApiError as exc:
                 if not exc.conflict:
                     raise
+            try:  # the cache is behind the write that won: read that one
+                vmi = await asyncio.to_thread(self.kube.get, VMIS, namespace, name)
+            except ApiError as exc:
+                if exc.not_found:
+                    return
+                raise
