@@ -36,9 +36,10 @@ class Change:
     delete_pod_grace: int | None = None  # restart --force: delete the launcher pod with this grace
 
 
-def refused(name: str, reason: str) -> APIError:
-    return APIError(409, f'Operation cannot be fulfilled on virtualmachine.kubevirt.io "{name}": {reason}',
-                    "Conflict", {"name": name, "group": "kubevirt.io", "kind": "virtualmachine"})
+def refused(name: str, reason: str, kind: str = "virtualmachine") -> APIError:
+    """KubeVirt's 409 for a request the object's state does not allow."""
+    return APIError(409, f'Operation cannot be fulfilled on {kind}.kubevirt.io "{name}": {reason}',
+                    "Conflict", {"name": name, "group": "kubevirt.io", "kind": kind})
 
 
 def _phase(vmi: Obj | None) -> str:
@@ -122,8 +123,8 @@ def start(vm: Obj, vmi: Obj | None, options: Obj) -> Change:
     raise refused(name, f"{strategy} does not support manual start requests")
 
 
-def _grace(options: Obj) -> int | None:
-    grace = options.get("gracePeriod")
+def _grace(options: Obj, key: str) -> int | None:
+    grace = options.get(key)
     if grace is None:
         return None
     if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
@@ -133,7 +134,7 @@ def _grace(options: Obj) -> int | None:
 
 def stop(vm: Obj, vmi: Obj | None, options: Obj) -> Change:
     name = _name(vm)
-    grace = _grace(options)
+    grace = _grace(options, "gracePeriod")
     running = vmi is not None and not _final(vmi)
     vmi_ops: list[Obj] = []
     old_grace: int | None = None
@@ -154,12 +155,9 @@ def stop(vm: Obj, vmi: Obj | None, options: Obj) -> Change:
 
 def restart(vm: Obj, vmi: Obj | None, options: Obj) -> Change:
     name = _name(vm)
-    grace = options.get("gracePeriodSeconds")
-    if grace is not None:
-        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-            raise bad_request("gracePeriod has to be greater or equal to 0")
-        if grace > 0:
-            raise bad_request("For force restart, only gracePeriod=0 is supported for now")
+    grace = _grace(options, "gracePeriodSeconds")
+    if grace is not None and grace > 0:
+        raise bad_request("For force restart, only gracePeriod=0 is supported for now")
     strategy = run_strategy(vm)
     if strategy in ("Halted", "Once"):
         raise refused(name, f"RunStategy {strategy} does not support manual restart requests")

@@ -31,10 +31,12 @@ from kubevisor.apiserver.extensions import APIPath, accept_websocket
 from kubevisor.apiserver.patches import TEST_FAILED
 from kubevisor.apiserver.registry import Registry, WriteOptions
 from kubevisor.apiserver.resources import ResourceType
+from kubevisor.apiserver.server import USER_KEY
 from kubevisor.buildinfo import version_info
 from kubevisor.controller.launcher_pod import APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL
 from kubevisor.virtapi import lifecycle
 from kubevisor.virtapi.dialer import NodeDialer, endpoint_of, node_error
+from kubevisor.virtapi.lifecycle import refused
 
 Obj = dict[str, Any]
 GROUP, VERSION = "subresources.kubevirt.io", "v1"
@@ -93,8 +95,6 @@ class SessionMetrics:
 
 
 def _user(request: web.Request) -> str:
-    from kubevisor.apiserver.server import USER_KEY
-
     return request.get(USER_KEY, "admin")
 
 
@@ -115,11 +115,6 @@ async def _options(request: web.Request) -> Obj:
 def _dry_run(options: Obj, request: web.Request) -> bool:
     dry = options.get("dryRun") or request.query.getall("dryRun", [])
     return "All" in (dry if isinstance(dry, list) else [dry])
-
-
-def _conflict(kind: str, name: str, message: str) -> APIError:
-    return APIError(409, f'Operation cannot be fulfilled on {kind}.kubevirt.io "{name}": {message}',
-                    "Conflict", {"name": name, "group": "kubevirt.io", "kind": kind})
 
 
 def _is_websocket(request: web.Request) -> bool:
@@ -217,7 +212,7 @@ class SubresourceAPI:
                                       "application/json-patch+json", opts, sub)
         except APIError as exc:
             if TEST_FAILED in exc.message:  # someone changed it since we looked: theirs wins
-                raise _conflict(kind, path.name, exc.message) from None
+                raise refused(path.name, exc.message, kind) from None
             raise
 
     async def _delete_launcher_pods(self, namespace: str, vmi: Obj, grace: int, opts: WriteOptions) -> None:
@@ -255,19 +250,19 @@ class SubresourceAPI:
         if vmi is None:
             if from_vm:
                 self._get("virtualmachines", path.namespace, path.name)  # 404 for the VM if it is missing
-                raise _conflict("virtualmachine", path.name, "VM is not running")
+                raise refused(path.name, "VM is not running", "virtualmachine")
             raise not_found("virtualmachineinstances", "kubevirt.io", path.name)
         status = vmi.get("status") or {}
         if status.get("phase") != "Running" or not status.get("nodeName"):
-            raise _conflict("virtualmachineinstance", path.name, "VMI is not running")
+            raise refused(path.name, "VMI is not running", "virtualmachineinstance")
         return vmi
 
     def _node_url(self, vmi: Obj, sub: str) -> tuple[str, str]:
         if self.dialer is None:
             raise APIError(503, "this apiserver has no node-access certificates (start it with "
                                 "--node-access-dir)", "ServiceUnavailable")
-        pods_node = str(vmi["status"]["nodeName"])
-        node = self.registry.get(self._type(("", "v1"), "nodes"), "", pods_node)
+        node_name = str(vmi["status"]["nodeName"])
+        node = self.registry.get(self._type(("", "v1"), "nodes"), "", node_name)
         endpoint = endpoint_of(node)
         meta = vmi["metadata"]
         return endpoint, self.dialer.url(endpoint, meta["namespace"], meta["name"], sub, str(meta.get("uid")))
@@ -287,11 +282,11 @@ class SubresourceAPI:
         conditions = {c.get("type"): c.get("status")
                       for c in (vmi.get("status") or {}).get("conditions") or []}
         if sub == "pause" and conditions.get("Paused") == "True":
-            raise _conflict("virtualmachineinstance", path.name, "VMI is already paused")
+            raise refused(path.name, "VMI is already paused", "virtualmachineinstance")
         if sub == "unpause" and conditions.get("Paused") != "True":
-            raise _conflict("virtualmachineinstance", path.name, "VMI is not paused")
+            raise refused(path.name, "VMI is not paused", "virtualmachineinstance")
         if sub == "softreboot" and conditions.get("Paused") == "True":
-            raise _conflict("virtualmachineinstance", path.name, "VMI is paused")
+            raise refused(path.name, "VMI is paused", "virtualmachineinstance")
         if _dry_run(options, request):
             return web.Response(status=200)
         await self._forward(request, vmi, sub)
