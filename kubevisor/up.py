@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,6 +128,15 @@ class UpError(RuntimeError):
 
 def _say(message: str) -> None:
     print(f"kubevisor up: {message}", flush=True)
+
+
+def path_hint(python: str) -> str:
+    """An `export PATH` line when this installation's virtctl is not the one a shell would find
+    (the project's venv is not on PATH after `make demo`), else nothing."""
+    bin_dir = Path(python).parent
+    if shutil.which("virtctl") == str(bin_dir / "virtctl") or not (bin_dir / "virtctl").exists():
+        return ""
+    return f"\n  export PATH={bin_dir}:$PATH               # virtctl and kubevisor"
 
 
 class Up:
@@ -395,7 +405,7 @@ class Up:
         print(
             f"""
 Kubevisor is up: apiserver {self.server_url}, node {self.node_name} Ready.
-
+{path_hint(self.python)}
   export KUBECONFIG={kubeconfig}
   kubectl apply -f examples/vm-legacy.yaml      # a VirtualMachine (runStrategy: Always)
   kubectl get vms                               # STATUS turns Running

@@ -82,3 +82,18 @@ def test_pod_grace_honours_the_deletion_then_the_spec() -> None:
     assert pod_grace(pod) == 0
     assert pod_grace({"metadata": {}, "spec": {}}) == 30
     assert pod_grace({"metadata": {}, "spec": {"terminationGracePeriodSeconds": 10**6}}) == MAX_GRACE
+
+
+def test_next_steps_say_how_to_reach_virtctl_when_it_is_not_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    virtctl = bin_dir / "virtctl"
+    virtctl.write_text("#!/bin/sh\n")
+    virtctl.chmod(0o755)
+    python = str(bin_dir / "python3")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert f"export PATH={bin_dir}:$PATH" in up.path_hint(python)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin")
+    assert up.path_hint(python) == ""
