@@ -13,33 +13,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubevisor.api.errors import ValidationError
-from kubevisor.api.instancetype import API_VERSION, GROUP, expand_vm, matcher_kind
+from kubevisor.api.instancetype import (
+    API_VERSION,
+    GROUP,
+    INSTANCETYPE_KINDS,
+    PREFERENCE_KINDS,
+    expand_vm,
+    matcher_kind,
+)
+from kubevisor.api.kinds import BY_KIND
 from kubevisor.controller.kube import ApiError, Kube, Obj, Resource
 
 _VERSION = API_VERSION.split("/", 1)[1]
 RESOURCES = {
-    "VirtualMachineInstancetype": Resource(
-        GROUP, _VERSION, "virtualmachineinstancetypes", "VirtualMachineInstancetype", status_subresource=False
-    ),
-    "VirtualMachineClusterInstancetype": Resource(
-        GROUP,
-        _VERSION,
-        "virtualmachineclusterinstancetypes",
-        "VirtualMachineClusterInstancetype",
-        namespaced=False,
-        status_subresource=False,
-    ),
-    "VirtualMachinePreference": Resource(
-        GROUP, _VERSION, "virtualmachinepreferences", "VirtualMachinePreference", status_subresource=False
-    ),
-    "VirtualMachineClusterPreference": Resource(
-        GROUP,
-        _VERSION,
-        "virtualmachineclusterpreferences",
-        "VirtualMachineClusterPreference",
-        namespaced=False,
-        status_subresource=False,
-    ),
+    kind: Resource(GROUP, _VERSION, BY_KIND[kind].plural, kind, namespaced=BY_KIND[kind].namespaced,
+                   status_subresource=False)
+    for kind in (*INSTANCETYPE_KINDS, *PREFERENCE_KINDS)
 }
 # KubeVirt's annotations on a VMI started with an instancetype / a preference.
 ANNOTATIONS = {

@@ -25,7 +25,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Gauge
 
-from kubevisor.api.instancetype import INSTANCETYPE_KINDS, PREFERENCE_KINDS, expand_vm, matcher_kind
+from kubevisor.api.instancetype import expand_vm, matcher_kind
+from kubevisor.api.kinds import BY_KIND
 from kubevisor.apiserver.errors import APIError, bad_request, not_found
 from kubevisor.apiserver.extensions import APIPath, accept_websocket
 from kubevisor.apiserver.patches import TEST_FAILED
@@ -60,15 +61,6 @@ RESOURCES: list[Obj] = [
     *(_resource(f"virtualmachines/{s}", "VirtualMachine", ["update"]) for s in VM_PUT),
     *(_resource(f"virtualmachines/{s}", "VirtualMachine", ["get"]) for s in ("expand-spec", "portforward")),
 ]
-
-_PLURALS = {
-    "VirtualMachineInstancetype": "virtualmachineinstancetypes",
-    "VirtualMachineClusterInstancetype": "virtualmachineclusterinstancetypes",
-    "VirtualMachinePreference": "virtualmachinepreferences",
-    "VirtualMachineClusterPreference": "virtualmachineclusterpreferences",
-}
-assert set(_PLURALS) == set(INSTANCETYPE_KINDS) | set(PREFERENCE_KINDS)
-
 
 class SessionMetrics:
     """kubevirt_{console,vnc}_active_connections and kubevirt_portforward_active_tunnels, per VMI."""
@@ -238,7 +230,7 @@ class SubresourceAPI:
                 kind = matcher_kind(matcher, preference=field == "preference")
             except ValueError as exc:
                 raise bad_request(f"spec.{field}.kind: {exc}") from None
-            rt = self._type(INSTANCETYPES, _PLURALS[kind])
+            rt = self._type(INSTANCETYPES, BY_KIND[kind].plural)
             scope = path.namespace if rt.namespaced else ""
             found[field] = self.registry.get(rt, scope, str(matcher["name"]))
         expanded = expand_vm(vm, instancetype=found["instancetype"], preference=found["preference"])
