@@ -132,8 +132,8 @@ def test_a_vmi_that_is_not_running_gets_a_clear_4xx(server: RunningServer, kubec
                                          body={} if method == "PUT" else None)
         assert status == 409, (sub, status, body)
         assert body["kind"] == "Status" and "VMI is not running" in body["message"]
-    status, body, _ = server.request("GET", f"{SUB}/virtualmachineinstances/missing/console")
-    assert status in (400, 404) and body["kind"] == "Status"
+    status, body, _ = server.request("GET", f"{SUB}/virtualmachineinstances/missing/guestosinfo")
+    assert status == 404 and '"missing" not found' in body["message"]
 
 
 def test_running_vmi_without_node_access_is_503_not_a_hang(server: RunningServer, kubectl: Kubectl) -> None:
