@@ -435,9 +435,11 @@ def test_guestosinfo_and_vmi_status_from_the_guest_agent(system: System) -> None
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     assert info["os"]["id"] == "kubevisor" and info["hostname"] == VM
-    status = system.vmi()["status"]
-    assert status["guestOSInfo"]["kernelRelease"] == info["os"]["kernelRelease"]
+    # the node agent writes what its agent sees on its next round (every 5 s), not at once
     assert wait_for("AgentConnected", lambda: system.condition("AgentConnected") == "True", timeout=30)
+    status = wait_for("guestOSInfo in the VMI status",
+                      lambda: (s := system.vmi()["status"]).get("guestOSInfo") and s, timeout=30)
+    assert status["guestOSInfo"]["kernelRelease"] == info["os"]["kernelRelease"]
     assert system.condition("SoftwareEmulation") == "True"  # TCG on these machines
     iface = status["interfaces"][0]
     assert iface["name"] == "default" and iface["interfaceName"] == "eth0" and iface["ipAddress"]
